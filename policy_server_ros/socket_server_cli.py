@@ -1,0 +1,155 @@
+"""`start_policy_server.py`: serve a policy over TCP, with the original guide's flags.
+
+    python start_policy_server.py -m builtin:echo --port 5000
+    python start_policy_server.py --config server.yaml --port 6000   # the command line wins
+
+Runs without ROS: this module imports no rclpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policy_server_ros.engine import InferenceEngine
+from policy_server_ros.policies import PolicyLoadError, load_policy
+from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES
+from socket_bridge.server import PolicySocketServer, ServerConfig
+
+log = logging.getLogger("policy_server_ros.cli")
+
+DEFAULT_MODEL = "builtin:zero"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="start_policy_server.py", allow_abbrev=False,
+        description="Serve an imitation-learning policy over TCP: [4-byte big-endian length]"
+                    "[pickle(MetaObs)] in, [length][pickle(list of MetaAction)] out.")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="YAML file whose keys are the flag names below (e.g. port: 6000); "
+                             "flags given on the command line win")
+    parser.add_argument("--host", default=defaults.host,
+                        help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", "-p", type=int, default=defaults.port,
+                        help="TCP port (default: %(default)s)")
+    parser.add_argument("--model_name_or_path", "-m", default=DEFAULT_MODEL,
+                        help="checkpoint folder, or builtin:zero / builtin:echo "
+                             "(default: %(default)s)")
+    parser.add_argument("--dataset_id", default="",
+                        help="dataset whose normalization to use; '' = the first (default)")
+    parser.add_argument("--chunk_size", type=int, default=0,
+                        help="actions per reply; 0 = the policy's whole chunk (default)")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    limits = parser.add_argument_group("limits (a client can never exceed these)")
+    limits.add_argument("--max_frame_bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES,
+                        help="largest request frame accepted (default: %(default)s)")
+    limits.add_argument("--max_connections", type=int, default=defaults.max_connections,
+                        help="simultaneous clients; more are refused (default: %(default)s)")
+    limits.add_argument("--frame_timeout", type=float, default=defaults.frame_timeout,
+                        help="seconds for a started frame to arrive whole (default: %(default)s)")
+    limits.add_argument("--idle_timeout", type=float, default=defaults.idle_timeout,
+                        help="seconds a client may stay silent between requests; 0 = forever "
+                             "(default: %(default)s)")
+    limits.add_argument("--send_timeout", type=float, default=defaults.send_timeout,
+                        help="seconds a client may take to read its reply (default: %(default)s)")
+    limits.add_argument("--inference_timeout", type=float, default=defaults.inference_timeout,
+                        help="seconds to wait for the policy before replying [] "
+                             "(default: %(default)s)")
+    parser.add_argument("--log_level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: INFO)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse flags; values from --config FILE become defaults that the command line overrides."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        parser.set_defaults(**_read_config(parser, args.config))
+        args = parser.parse_args(argv)
+    return args
+
+
+def _read_config(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        parser.error(f"cannot read --config {path}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        parser.error(f"--config {path} is not valid YAML: {exc}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        parser.error(f"--config {path} must hold a mapping of flag names to values")
+    known = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        parser.error(f"--config {path}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    values = {}
+    for key, value in data.items():
+        action = known[key]
+        try:  # same conversion and choices as on the command line
+            converted = action.type(value) if action.type and value is not None else value
+        except (TypeError, ValueError):
+            parser.error(f"--config {path}: {key}: invalid value {value!r}")
+        if action.choices and converted not in action.choices:
+            parser.error(f"--config {path}: {key}: {converted!r} is not one of {action.choices}")
+        values[key] = converted
+    return values
+
+
+def server_config_from(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(host=args.host, port=args.port, max_frame_bytes=args.max_frame_bytes,
+                        frame_timeout=args.frame_timeout, idle_timeout=args.idle_timeout,
+                        send_timeout=args.send_timeout, inference_timeout=args.inference_timeout,
+                        max_connections=args.max_connections)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        config = server_config_from(args)
+        policy = load_policy(args.model_name_or_path, device=args.device,
+                             dataset_id=args.dataset_id)
+        engine = InferenceEngine(policy, chunk_size=args.chunk_size)
+    except (PolicyLoadError, ValueError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    server = PolicySocketServer(engine, config)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("%s received; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("%s", exc)
+        engine.close()
+        return 1
+    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s); Ctrl+C to stop",
+             args.model_name_or_path, engine.chunk_size, policy.spec.ctrl_space,
+             policy.spec.ctrl_type)
+    while not stop.wait(0.5):  # wake up regularly so signals are handled promptly
+        pass
+    server.stop()
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Quick start, command 2: set up the venv, lint, then run the whole test suite.
+# Extra arguments go to pytest (e.g. -k framing, -x).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup_venv.sh"
+venv=${VENV:-$root/.venv}
+cd "$root"
+echo "==> ruff"
+"$venv/bin/ruff" check .
+echo "==> pytest"
+exec "$venv/bin/python" -m pytest "$@"

@@ -1,0 +1,122 @@
+"""`PolicyClient`: the Python client of the socket protocol, as in the original guide.
+
+    with PolicyClient("localhost", 5000) as client:
+        actions = client.send_meta_obs(MetaObs(state=..., image=..., raw_lang="pick up the cube"))
+
+Replies are decoded with the same restricted unpickler the server uses: a compromised or
+impostor server cannot run code in the client either.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from typing import Any
+
+from benchmark.base import MetaObs
+from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame
+from socket_bridge.portable_pickle import dumps
+from socket_bridge.protocol import decode_reply
+
+log = logging.getLogger("policy_server_ros.client")
+
+__all__ = ["PolicyClient"]
+
+
+class PolicyClient:
+    """Blocking client: one request, one reply.
+
+    connect_timeout bounds each connection attempt; read_timeout bounds the wait for a reply
+    (which includes the server's inference time). A failed attempt is retried up to
+    `max_retries` times with exponential backoff starting at `backoff` seconds.
+    """
+
+    def __init__(self, host: str = "localhost", port: int = 5000, *,
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0,
+                 max_retries: int = 3, backoff: float = 0.5,
+                 max_reply_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_reply_bytes = max_reply_bytes
+        self._sock: socket.socket | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> None:
+        """Connect, retrying with exponential backoff; raises ConnectionError when all fail."""
+        if self._sock is not None:
+            return
+        delay = self.backoff
+        for attempt in range(self.max_retries + 1):
+            try:
+                sock = socket.create_connection((self.host, self.port),
+                                                timeout=self.connect_timeout)
+            except OSError as exc:
+                if attempt == self.max_retries:
+                    raise ConnectionError(
+                        f"cannot connect to policy server at {self.host}:{self.port} after "
+                        f"{attempt + 1} attempts: {exc}") from exc
+                log.info("connect to %s:%d failed (%s); retrying in %.2f s",
+                         self.host, self.port, exc, delay)
+                time.sleep(delay)
+                delay *= 2
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._sock = sock
+                return
+
+    def send_meta_obs(self, obs: MetaObs) -> list[Any]:
+        """Send one observation and return the server's reply (a list; `[]` on server error).
+
+        When the connection was lost since the last request, reconnects once first. A connection
+        lost during the request is raised, not retried: the server may have acted on it.
+        """
+        payload = dumps(obs)
+        if self._sock is not None and self._closed_by_peer(self._sock):
+            log.info("server closed the connection since the last request; reconnecting")
+            self.disconnect()
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.settimeout(self.read_timeout)
+            write_frame(self._sock, payload)
+            reply = read_frame(self._sock, self.max_reply_bytes,
+                               frame_timeout=self.read_timeout, idle_timeout=self.read_timeout)
+        except Exception:
+            self.disconnect()
+            raise
+        return decode_reply(reply)
+
+    @staticmethod
+    def _closed_by_peer(sock: socket.socket) -> bool:
+        # Between requests the server sends nothing, so readable-and-empty means it hung up.
+        ready, _, _ = select.select([sock], [], [], 0)
+        if not ready:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def disconnect(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def __enter__(self) -> PolicyClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()

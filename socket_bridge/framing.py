@@ -1,0 +1,106 @@
+"""Length-prefixed frames: a 4-byte big-endian unsigned length, then that many payload bytes.
+
+The one frame reader and writer of the project; the server and the client both use it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+HEADER = struct.Struct(">I")
+
+# Several 1080p RGB cameras (6.2 MB each raw) plus depth fit; a peer cannot make us allocate GBs.
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+# Payloads up to this size are sent together with their header in one send call.
+_COALESCE_BYTES = 64 * 1024
+
+
+class FrameError(Exception):
+    """The peer broke the framing rules; the connection cannot be used any more."""
+
+
+class PeerClosed(FrameError):
+    """The peer closed the connection between frames: the normal end of a session."""
+
+
+class FrameTooLarge(FrameError):
+    """The length prefix exceeds the configured maximum; nothing was allocated for it."""
+
+
+class FrameTimeout(FrameError):
+    """A frame in progress (or an idle connection) ran past its time limit."""
+
+
+def encode_header(length: int) -> bytes:
+    return HEADER.pack(length)
+
+
+def write_frame(sock: socket.socket, payload: bytes | bytearray | memoryview) -> None:
+    """Send one frame. The caller's socket timeout bounds how long a slow reader can stall us."""
+    view = memoryview(payload)
+    header = HEADER.pack(view.nbytes)
+    if view.nbytes <= _COALESCE_BYTES:
+        sock.sendall(header + view.tobytes())  # one segment: no Nagle/delayed-ACK stall
+    else:
+        sock.sendall(header)
+        sock.sendall(view)
+
+
+def _recv_exactly(sock: socket.socket, view: memoryview, deadline: float | None, what: str) -> None:
+    """Fill `view` from the socket, failing when the deadline passes or the peer goes away."""
+    got = 0
+    while got < len(view):
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FrameTimeout(f"timed out reading {what} ({got}/{len(view)} bytes received)")
+            sock.settimeout(remaining)
+        try:
+            n = sock.recv_into(view[got:])
+        except TimeoutError as exc:
+            raise FrameTimeout(
+                f"timed out reading {what} ({got}/{len(view)} bytes received)") from exc
+        if n == 0:
+            raise ConnectionError(f"peer closed the connection in the middle of {what} "
+                                  f"({got}/{len(view)} bytes received)")
+        got += n
+
+
+def read_frame(
+    sock: socket.socket,
+    max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    frame_timeout: float | None = 30.0,
+    idle_timeout: float | None = None,
+) -> bytearray:
+    """Read one frame and return its payload.
+
+    `idle_timeout` bounds the wait for the first byte of a frame (clients may think between
+    requests; None waits forever). Once a frame has started, the rest of it (header and payload)
+    must arrive within `frame_timeout` seconds. The length is checked against `max_bytes`
+    before the payload buffer is allocated.
+
+    Raises PeerClosed on a clean close before a frame, FrameTimeout, FrameTooLarge, or
+    ConnectionError when the peer vanishes mid-frame.
+    """
+    header = bytearray(HEADER.size)
+    view = memoryview(header)
+    sock.settimeout(idle_timeout)
+    try:
+        n = sock.recv_into(view)
+    except TimeoutError as exc:
+        raise FrameTimeout(f"connection idle for more than {idle_timeout:g} s") from exc
+    if n == 0:
+        raise PeerClosed("peer closed the connection")
+    deadline = None if frame_timeout is None else time.monotonic() + frame_timeout
+    _recv_exactly(sock, view[n:], deadline, "the frame header")
+    (length,) = HEADER.unpack(header)
+    if length > max_bytes:
+        raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {max_bytes} bytes "
+                            f"(raise --max_frame_bytes if this is a legitimate observation)")
+    payload = bytearray(length)
+    _recv_exactly(sock, memoryview(payload), deadline, f"a {length}-byte frame")
+    return payload

@@ -1,0 +1,264 @@
+"""The TCP policy server: many clients, one shared inference backend, limits everywhere.
+
+Each connection gets a thread that reads a frame, decodes it safely, hands the observation to the
+backend (the inference engine) and writes the reply. A peer can cost us at most one frame of
+`max_frame_bytes`, one connection slot, and the configured timeouts; whatever it sends, the other
+clients keep being served.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from benchmark.base import MetaObs
+from policy_server_ros.policies.base import PolicyOutput
+from socket_bridge.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FrameError,
+    FrameTimeout,
+    FrameTooLarge,
+    PeerClosed,
+    read_frame,
+    write_frame,
+)
+from socket_bridge.protocol import (
+    EMPTY_REPLY,
+    ProtocolError,
+    decode_request,
+    encode_reply,
+    reply_from_output,
+)
+from socket_bridge.safe_unpickle import UnsafePickleError
+
+log = logging.getLogger("policy_server_ros.socket_server")
+
+
+class InferenceBackend(Protocol):
+    """What the server needs from the engine: a thread-safe submit returning a Future."""
+
+    def submit(self, obs: MetaObs) -> Future[PolicyOutput]: ...
+
+
+@dataclass
+class ServerConfig:
+    """Network settings and the limits a peer cannot exceed. Timeouts in seconds; 0 = none."""
+
+    host: str = "0.0.0.0"
+    port: int = 5000
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    frame_timeout: float = 30.0  # a started frame must be complete within this
+    idle_timeout: float = 600.0  # longest silence between requests before we hang up
+    send_timeout: float = 30.0  # a client that does not read its reply for this long is dropped
+    inference_timeout: float = 60.0  # longest wait for the engine; the client then gets []
+    max_connections: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.max_frame_bytes < 16 or self.max_frame_bytes >= 1 << 32:
+            raise ValueError(f"max_frame_bytes must be in 16..{(1 << 32) - 1}, "
+                             f"got {self.max_frame_bytes}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+        for name in ("frame_timeout", "idle_timeout", "send_timeout", "inference_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}")
+
+
+def _or_none(seconds: float) -> float | None:
+    return seconds if seconds > 0 else None
+
+
+class PolicySocketServer:
+    """Serves `backend` over the length-prefixed pickle protocol.
+
+    `start()` binds and returns; `serve_forever()` blocks until `stop()` (from another thread or
+    a signal handler). Port 0 binds an ephemeral port; `address` tells which.
+    """
+
+    def __init__(self, backend: InferenceBackend, config: ServerConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or ServerConfig()
+        self._listener: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._clients: dict[int, tuple[socket.socket, threading.Thread]] = {}
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._stopped = threading.Event()
+        self.requests_served = 0
+        self.on_client_count: Callable[[int], Any] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) actually bound; with port 0, the ephemeral port chosen."""
+        if self._address is None:
+            raise RuntimeError("server not started")
+        return self._address
+
+    @property
+    def client_count(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def start(self) -> None:
+        cfg = self.config
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        try:
+            self._listener = socket.create_server((cfg.host, cfg.port), family=family,
+                                                  backlog=cfg.max_connections)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror} "
+                          f"(is another server running? choose another --port)") from exc
+        self._address = tuple(self._listener.getsockname()[:2])
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="socket-accept",
+                                               daemon=True)
+        self._accept_thread.start()
+        host, port = self.address
+        log.info("🚀 Policy Server started on %s:%d", host, port)
+
+    def serve_forever(self) -> None:
+        if self._listener is None:
+            self.start()
+        self._stopped.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, hang up on every client and wait for their threads."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._listener is not None:
+            _hang_up(self._listener)  # wakes the blocked accept()
+        with self._lock:
+            clients = list(self._clients.values())
+        for conn, _ in clients:
+            _hang_up(conn)
+        for _, thread in clients:
+            thread.join(timeout)
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout)
+        log.info("Policy Server stopped (%d requests served)", self.requests_served)
+
+    def __enter__(self) -> PolicySocketServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopped.is_set():
+            try:
+                conn, addr = self._listener.accept()
+            except OSError:
+                if self._stopped.is_set():
+                    return
+                log.exception("accept failed; continuing")
+                continue
+            self._admit(conn, addr)
+
+    def _admit(self, conn: socket.socket, addr: Any) -> None:
+        with self._lock:
+            if len(self._clients) >= self.config.max_connections:
+                log.warning("Refused connection from %s: %d connections open "
+                            "(--max_connections)", addr, len(self._clients))
+                _hang_up(conn)
+                return
+            number = next(self._numbers)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            thread = threading.Thread(target=self._serve_client, args=(conn, addr, number),
+                                      name=f"socket-client-{number}", daemon=True)
+            self._clients[number] = (conn, thread)
+            count = len(self._clients)
+        log.info("✓ Client #%d connected from %s", number, addr)
+        self._notify_count(count)
+        thread.start()
+
+    def _notify_count(self, count: int) -> None:
+        if self.on_client_count is not None:
+            self.on_client_count(count)
+
+    def _serve_client(self, conn: socket.socket, addr: Any, number: int) -> None:
+        served = 0
+        try:
+            while not self._stopped.is_set():
+                payload = self._read_request(conn, addr, number)
+                if payload is None:
+                    break
+                try:
+                    obs = decode_request(payload)
+                except UnsafePickleError as exc:
+                    log.warning("Client #%d %s: refused unsafe pickle (%s); closing connection",
+                                number, addr, exc)
+                    break
+                except Exception as exc:  # any malformed pickle: the original closes too
+                    log.warning("Client #%d %s: undecodable frame (%s: %s); closing connection",
+                                number, addr, type(exc).__name__, exc)
+                    break
+                del payload
+                reply = self._infer(obs, addr, number)
+                conn.settimeout(_or_none(self.config.send_timeout))
+                write_frame(conn, reply)
+                served += 1
+                with self._lock:
+                    self.requests_served += 1
+                if served % 10 == 0:
+                    log.info("  Client #%d: %d requests processed", number, served)
+        except OSError as exc:
+            if not self._stopped.is_set():
+                log.warning("Client #%d %s: connection lost (%s)", number, addr, exc)
+        finally:
+            _hang_up(conn)
+            with self._lock:
+                self._clients.pop(number, None)
+                count = len(self._clients)
+            log.info("  Client #%d connection closed (processed %d requests)", number, served)
+            self._notify_count(count)
+
+    def _read_request(self, conn: socket.socket, addr: Any, number: int) -> bytearray | None:
+        cfg = self.config
+        try:
+            return read_frame(conn, cfg.max_frame_bytes, _or_none(cfg.frame_timeout),
+                              _or_none(cfg.idle_timeout))
+        except PeerClosed:
+            return None
+        except (FrameTooLarge, FrameTimeout) as exc:
+            log.warning("Client #%d %s: %s; closing connection", number, addr, exc)
+        except (FrameError, OSError) as exc:
+            if not self._stopped.is_set():
+                log.warning("Client #%d %s: %s", number, addr, exc)
+        return None
+
+    def _infer(self, obs: MetaObs, addr: Any, number: int) -> bytes:
+        """Run one request through the backend; any failure becomes the empty reply `[]`."""
+        future: Future | None = None
+        try:
+            future = self.backend.submit(obs)
+            output = future.result(timeout=_or_none(self.config.inference_timeout))
+            return encode_reply(reply_from_output(output))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            log.error("Client #%d %s: inference took longer than %.1f s "
+                      "(--inference_timeout); replying []",
+                      number, addr, self.config.inference_timeout)
+        except (ValueError, ProtocolError) as exc:  # bad observation: the client's mistake
+            log.warning("Client #%d %s: bad observation: %s; replying []", number, addr, exc)
+        except Exception:
+            log.exception("Client #%d %s: inference failed; replying []", number, addr)
+        return EMPTY_REPLY
+
+
+def _hang_up(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already disconnected
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

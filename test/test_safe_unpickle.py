@@ -1,0 +1,119 @@
+"""The restricted unpickler: admits the wire types and numpy, refuses everything else unrun."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import io
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.base import MetaAction, MetaObs
+from socket_bridge.safe_unpickle import UnsafePickleError, safe_loads
+
+
+def _obs() -> MetaObs:
+    return MetaObs(state=np.linspace(0, 1, 14), image=np.arange(2 * 3 * 4 * 5, dtype=np.uint8)
+                   .reshape(2, 3, 4, 5), depth=np.ones((2, 4, 5), np.float32), raw_lang="hi",
+                   timestep=7)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_wire_types_round_trip_in_every_protocol(protocol: int) -> None:
+    obs = safe_loads(pickle.dumps(_obs(), protocol=protocol))
+    assert type(obs) is MetaObs and obs.raw_lang == "hi" and obs.timestep == 7
+    np.testing.assert_array_equal(obs.image, _obs().image)
+    np.testing.assert_array_equal(obs.state, _obs().state)
+    reply = [MetaAction(action=np.arange(3, dtype=np.float32), gripper_continuous=True)]
+    (action,) = safe_loads(pickle.dumps(reply, protocol=protocol))
+    assert type(action) is MetaAction and action.gripper_continuous is True
+    np.testing.assert_array_equal(action.action, reply[0].action)
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, (3, "x")], "b": {1, 2}, "c": frozenset({3}), "d": b"\x00\xff", "e": 1 + 2j,
+     "f": bytearray(b"ab"), "g": None, "h": True},
+    np.array([{"action": np.zeros(3, np.float32)}], dtype=object),
+    np.float32(1.5), np.int64(-3), np.bool_(True),
+    np.arange(12, dtype=np.float64).reshape(3, 4).T,  # Fortran-ordered
+])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_containers_scalars_and_arrays_decode(value: object, protocol: int) -> None:
+    decoded = safe_loads(pickle.dumps(value, protocol=protocol))
+    assert repr(decoded) == repr(value)
+
+
+def test_numpy_1x_module_paths_decode() -> None:
+    # What a numpy 1.26 client writes: numpy.core.multiarray._reconstruct / scalar.
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    data = pickle.dumps(array, protocol=2).replace(b"numpy._core", b"numpy.core")
+    assert b"numpy.core.multiarray" in data
+    np.testing.assert_array_equal(safe_loads(data), array)
+
+
+class _Reduce:
+    """Builds a pickle whose reduce calls `func(*args)`: the classic code-execution gadget."""
+
+    def __init__(self, func, *args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _hostile(canary: Path) -> dict[str, bytes]:
+    touch = f"touch {canary}"
+    return {
+        "os.system": pickle.dumps(_Reduce(os.system, touch)),
+        "posix.system": pickle.dumps(_Reduce(os.system, touch), protocol=0),
+        "subprocess.Popen": pickle.dumps(_Reduce(subprocess.Popen, ["touch", str(canary)])),
+        "builtins.eval": pickle.dumps(_Reduce(builtins.eval, f"open({str(canary)!r}, 'w')")),
+        "builtins.exec": pickle.dumps(_Reduce(builtins.exec, f"open({str(canary)!r}, 'w')")),
+        "builtins.getattr": pickle.dumps(
+            _Reduce(getattr, _Reduce(importlib.import_module, "os"), "system")),
+        "nested in MetaObs": pickle.dumps(MetaObs(state=_Reduce(os.system, touch))),
+        "arbitrary class": pickle.dumps(io.StringIO("x")),
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile(Path("/x"))))
+def test_hostile_pickles_are_refused_before_running(tmp_path: Path, name: str) -> None:
+    canary = tmp_path / "canary"
+    data = _hostile(canary)[name]
+    with pytest.raises(UnsafePickleError, match="refused global"):
+        safe_loads(data)
+    assert not canary.exists(), "the gadget ran"
+
+
+def test_bytearray_of_a_huge_size_is_refused() -> None:
+    with pytest.raises(UnsafePickleError, match=r"bytearray\(int\)"):
+        safe_loads(pickle.dumps(_Reduce(bytearray, 10**11)))
+
+
+def test_ndarray_cannot_be_called_directly() -> None:
+    with pytest.raises(TypeError):
+        safe_loads(pickle.dumps(_Reduce(np.ndarray, (10**6, 10**6))))
+
+
+def test_reconstruct_with_a_huge_shape_is_refused() -> None:
+    _reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    with pytest.raises(UnsafePickleError, match="too large"):
+        safe_loads(pickle.dumps(_Reduce(_reconstruct, np.ndarray, (10**6, 10**6), b"d")))
+
+
+def test_a_pickle_cannot_mutate_numpy_dtype_singletons() -> None:
+    # dtype(..., copy=False) + BUILD would change float32's byte order process-wide.
+    payload = pickle.dumps(_Reduce(np.dtype, "f4", False, False))
+    safe_loads(payload)
+    assert np.dtype("f4") is np.dtype(np.float32) and np.dtype("f4").byteorder == "="
+
+
+def test_stats_mode_refuses_wire_types() -> None:
+    with pytest.raises(UnsafePickleError, match=r"benchmark\.base\.MetaObs"):
+        safe_loads(pickle.dumps(MetaObs()), allow_wire_types=False)
+    assert safe_loads(pickle.dumps({"mean": [1.0]}), allow_wire_types=False) == {"mean": [1.0]}
