@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import queue
+import re
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +25,11 @@ from policy_server_ros.policies.builtin import EchoPolicy
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# ROS 2 tests stay on this machine and keep their logs out of ~/.ros.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_LOG_DIR",
+                      str(Path(tempfile.gettempdir()) / "policy_server_ros_test_logs"))
 PYTHON = sys.executable
 
 
@@ -73,3 +85,52 @@ def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+class ServerProcess:
+    """A server CLI run as a child process; its log lines are collected as they arrive."""
+
+    def __init__(self, argv: list[str], cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self.proc = subprocess.Popen(argv, cwd=cwd or REPO_ROOT, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> str:
+        """Return the first log line (old or new) matching the regex `pattern`."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                if re.search(pattern, line):
+                    return line
+            seen = len(self.lines)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.proc.poll() is not None and self._queue.empty()):
+                raise AssertionError(f"no log line matching {pattern!r}; got:\n"
+                                     + "\n".join(self.lines))
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=min(remaining, 0.2))
+
+    def port(self) -> int:
+        line = self.wait_for(r"Policy Server started on")
+        return int(re.search(r":(\d+)$", line).group(1))
+
+    def stop(self, sig: int, timeout: float = 15.0) -> int:
+        """Send `sig`, wait for exit (killing it past `timeout`), return the exit code."""
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("process did not exit after signal; log:\n"
+                                 + "\n".join(self.lines)) from None
