@@ -75,13 +75,17 @@ def read_frame(
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     frame_timeout: float | None = 30.0,
     idle_timeout: float | None = None,
-) -> bytearray:
-    """Read one frame and return its payload.
+    buffer: bytearray | None = None,
+) -> memoryview:
+    """Read one frame and return a view of its payload.
 
     `idle_timeout` bounds the wait for the first byte of a frame (clients may think between
     requests; None waits forever). Once a frame has started, the rest of it (header and payload)
     must arrive within `frame_timeout` seconds. The length is checked against `max_bytes`
     before the payload buffer is allocated.
+
+    With `buffer` (see FrameReader) the payload lands in it when it is large enough, and the
+    view is only valid until the buffer is reused; otherwise a new buffer is allocated.
 
     Raises PeerClosed on a clean close before a frame, FrameTimeout, FrameTooLarge, or
     ConnectionError when the peer vanishes mid-frame.
@@ -101,6 +105,35 @@ def read_frame(
     if length > max_bytes:
         raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {max_bytes} bytes "
                             f"(raise --max_frame_bytes if this is a legitimate observation)")
-    payload = bytearray(length)
-    _recv_exactly(sock, memoryview(payload), deadline, f"a {length}-byte frame")
+    if buffer is None or len(buffer) < length:
+        buffer = bytearray(length)
+    payload = memoryview(buffer)[:length]
+    _recv_exactly(sock, payload, deadline, f"a {length}-byte frame")
     return payload
+
+
+class FrameReader:
+    """Reads a connection's frames into one reused buffer.
+
+    A fresh 1 MB buffer per request costs more than the rest of a request (allocation, zeroing,
+    page faults). Buffers up to `keep_bytes` are kept between frames; a rare larger frame gets a
+    buffer of its own that is dropped afterwards, so an idle connection holds at most that much.
+    """
+
+    def __init__(self, sock: socket.socket, max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 frame_timeout: float | None = 30.0, idle_timeout: float | None = None,
+                 keep_bytes: int = 16 * 1024 * 1024) -> None:
+        self.sock = sock
+        self.max_bytes = max_bytes
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.keep_bytes = keep_bytes
+        self._buffer = bytearray()
+
+    def read(self) -> memoryview:
+        """The next frame's payload; valid until the next call."""
+        payload = read_frame(self.sock, self.max_bytes, self.frame_timeout, self.idle_timeout,
+                             self._buffer)
+        if payload.obj is not self._buffer and len(payload) <= self.keep_bytes:
+            self._buffer = payload.obj  # grow to the largest frame seen, up to keep_bytes
+        return payload

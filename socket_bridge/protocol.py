@@ -17,8 +17,7 @@ from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge.portable_pickle import dumps
 from socket_bridge.safe_unpickle import safe_loads
 
-__all__ = ["EMPTY_REPLY", "ProtocolError", "decode_reply", "decode_request", "encode_reply",
-           "reply_from_output"]
+__all__ = ["EMPTY_REPLY", "ProtocolError", "decode_reply", "decode_request", "reply_from_output"]
 
 EMPTY_REPLY = dumps([])
 
@@ -27,7 +26,7 @@ class ProtocolError(ValueError):
     """A frame decoded safely but is not a request of this protocol."""
 
 
-def decode_request(payload: bytes | bytearray) -> MetaObs:
+def decode_request(payload: bytes | bytearray | memoryview) -> MetaObs:
     """Safely unpickle one request frame. Raises UnsafePickleError, ProtocolError, or the
     unpickler's own errors for malformed bytes."""
     obs = safe_loads(payload)
@@ -55,11 +54,7 @@ def reply_from_output(output: PolicyOutput) -> list[Any]:
     return reply
 
 
-def encode_reply(reply: list[Any]) -> bytes:
-    return dumps(reply)
-
-
-def decode_reply(payload: bytes | bytearray) -> list[Any]:
+def decode_reply(payload: bytes | bytearray | memoryview) -> list[Any]:
     """Safely unpickle a reply frame (the client's side)."""
     reply = safe_loads(payload)
     if not isinstance(reply, list):

@@ -198,4 +198,9 @@ def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool =
     pickle.UnpicklingError / ValueError / TypeError / EOFError for malformed data.
     With `allow_wire_types=False` only containers, numbers and arrays decode (stats files).
     """
+    # BytesIO shares an immutable bytes buffer but copies anything else, and reading large
+    # records back out of such a private copy is ~50x slower (700 us vs 13 us for 1 MB).
+    # One explicit copy to bytes keeps decoding at memcpy speed.
+    if not isinstance(data, bytes):
+        data = bytes(data)
     return _RestrictedUnpickler(io.BytesIO(data), allow_wire_types).load()

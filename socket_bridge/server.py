@@ -25,18 +25,13 @@ from socket_bridge.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     FrameError,
     FrameTimeout,
+    FrameReader,
     FrameTooLarge,
     PeerClosed,
-    read_frame,
     write_frame,
 )
-from socket_bridge.protocol import (
-    EMPTY_REPLY,
-    ProtocolError,
-    decode_request,
-    encode_reply,
-    reply_from_output,
-)
+from socket_bridge.protocol import EMPTY_REPLY, ProtocolError, decode_request
+from socket_bridge.reply_encoder import ReplyEncoder
 from socket_bridge.safe_unpickle import UnsafePickleError
 
 log = logging.getLogger("policy_server_ros.socket_server")
@@ -95,6 +90,7 @@ class PolicySocketServer:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._stopped = threading.Event()
+        self._encoder = ReplyEncoder()
         self.requests_served = 0
         self.on_client_count: Callable[[int], Any] | None = None
 
@@ -190,9 +186,12 @@ class PolicySocketServer:
 
     def _serve_client(self, conn: socket.socket, addr: Any, number: int) -> None:
         served = 0
+        cfg = self.config
+        reader = FrameReader(conn, cfg.max_frame_bytes, _or_none(cfg.frame_timeout),
+                             _or_none(cfg.idle_timeout))
         try:
             while not self._stopped.is_set():
-                payload = self._read_request(conn, addr, number)
+                payload = self._read_request(reader, addr, number)
                 if payload is None:
                     break
                 try:
@@ -225,11 +224,9 @@ class PolicySocketServer:
             log.info("  Client #%d connection closed (processed %d requests)", number, served)
             self._notify_count(count)
 
-    def _read_request(self, conn: socket.socket, addr: Any, number: int) -> bytearray | None:
-        cfg = self.config
+    def _read_request(self, reader: FrameReader, addr: Any, number: int) -> memoryview | None:
         try:
-            return read_frame(conn, cfg.max_frame_bytes, _or_none(cfg.frame_timeout),
-                              _or_none(cfg.idle_timeout))
+            return reader.read()
         except PeerClosed:
             return None
         except (FrameTooLarge, FrameTimeout) as exc:
@@ -239,13 +236,13 @@ class PolicySocketServer:
                 log.warning("Client #%d %s: %s", number, addr, exc)
         return None
 
-    def _infer(self, obs: MetaObs, addr: Any, number: int) -> bytes:
+    def _infer(self, obs: MetaObs, addr: Any, number: int) -> bytes | bytearray:
         """Run one request through the backend; any failure becomes the empty reply `[]`."""
         future: Future | None = None
         try:
             future = self.backend.submit(obs)
             output = future.result(timeout=_or_none(self.config.inference_timeout))
-            return encode_reply(reply_from_output(output))
+            return self._encoder.encode(output)
         except concurrent.futures.TimeoutError:
             future.cancel()
             log.error("Client #%d %s: inference took longer than %.1f s "
