@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import signal
@@ -93,7 +94,7 @@ def raw_latencies(ports: list[int], payload: bytes, count: int, warmup: int,
                 write_frame(sock, payload)
                 read_frame(sock, frame_timeout=30)
         for _ in range(rounds):
-            for sock, out in zip(socks, times):
+            for sock, out in zip(socks, times, strict=True):
                 for _ in range(max(1, count // rounds)):
                     t0 = time.perf_counter()
                     write_frame(sock, payload)
@@ -144,12 +145,6 @@ def throughput(port: int, payload: bytes, clients: int, seconds: float) -> dict[
             "p50_ms": float(np.percentile(flat, 50)), "p99_ms": float(np.percentile(flat, 99))}
 
 
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 0
-
-
 def stats(ms: np.ndarray) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "mean_ms": float(ms.mean()), "n": len(ms)}
@@ -192,7 +187,7 @@ def main() -> int:
         "floor_echo": floor, "server_raw": served, "server_via_PolicyClient": client,
         "p50_ratio_to_floor": ratio, "target_ratio": 1.5, "meets_target": ratio <= 1.5,
         "throughput": scaling, "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {_cpu_count()} CPUs",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
     print(f"request: {len(payload):,} bytes (3x480x640 uint8 camera + 14-D state)")
     print(f"{'mode':<34}{'p50 ms':>9}{'p99 ms':>9}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmark.base import MetaObs
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame
-from socket_bridge.portable_pickle import dumps
+from socket_bridge.portable_pickle import dump_chunks
 from socket_bridge.protocol import decode_reply
 
 log = logging.getLogger("policy_server_ros.client")
@@ -79,7 +79,7 @@ class PolicyClient:
         When the connection was lost since the last request, reconnects once first. A connection
         lost during the request is raised, not retried: the server may have acted on it.
         """
-        payload = dumps(obs)
+        payload = dump_chunks(obs)
         if self._sock is not None and self._closed_by_peer(self._sock):
             log.info("server closed the connection since the last request; reconnecting")
             self.disconnect()

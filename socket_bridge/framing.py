@@ -17,6 +17,8 @@ DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 # Payloads up to this size are sent together with their header in one send call.
 _COALESCE_BYTES = 64 * 1024
+# Buffers per sendmsg call; well below the kernel's IOV_MAX of 1024.
+_MAX_IOVEC = 512
 
 
 class FrameError(Exception):
@@ -39,15 +41,31 @@ def encode_header(length: int) -> bytes:
     return HEADER.pack(length)
 
 
-def write_frame(sock: socket.socket, payload: bytes | bytearray | memoryview) -> None:
-    """Send one frame. The caller's socket timeout bounds how long a slow reader can stall us."""
-    view = memoryview(payload)
-    header = HEADER.pack(view.nbytes)
-    if view.nbytes <= _COALESCE_BYTES:
-        sock.sendall(header + view.tobytes())  # one segment: no Nagle/delayed-ACK stall
-    else:
-        sock.sendall(header)
-        sock.sendall(view)
+Buffer = bytes | bytearray | memoryview
+
+
+def write_frame(sock: socket.socket, payload: Buffer | list[Buffer]) -> None:
+    """Send one frame whose payload is `payload`, or the concatenation of a list of chunks
+    (sent with scatter-gather I/O, never joined into one copy).
+
+    The caller's socket timeout bounds how long a slow reader can stall us.
+    """
+    chunks = [memoryview(c).cast("B") for c in (payload if isinstance(payload, list)
+                                                 else [payload])]
+    length = sum(c.nbytes for c in chunks)
+    header = HEADER.pack(length)
+    if length <= _COALESCE_BYTES:
+        sock.sendall(header + b"".join(chunks))  # one segment: no Nagle/delayed-ACK stall
+        return
+    pending = [memoryview(header), *chunks]
+    while pending:
+        sent = sock.sendmsg(pending[:_MAX_IOVEC])
+        while sent:
+            if sent >= pending[0].nbytes:
+                sent -= pending.pop(0).nbytes
+            else:
+                pending[0] = pending[0][sent:]
+                sent = 0
 
 
 def _recv_exactly(sock: socket.socket, view: memoryview, deadline: float | None, what: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROTOCOL", "dumps"]
+__all__ = ["PROTOCOL", "dump_chunks", "dumps"]
 
 # Protocol 4: Python >= 3.4, out-of-band-free, framed. Fixed so replies do not change with the
 # server's Python version (3.14 made 5 the default).
@@ -40,8 +40,14 @@ class _Chunks(list):
     write = list.append
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle `obj` (protocol 4) so that both numpy 1.x and 2.x peers can load it."""
+def dump_chunks(obj: Any) -> list[bytes]:
+    """The pickle of `obj` as the list of chunks the pickler wrote (their concatenation is
+    `dumps(obj)`); `write_frame` sends such a list without joining it."""
     chunks = _Chunks()
     _PortablePickler(chunks, protocol=PROTOCOL).dump(obj)
-    return b"".join(chunks)
+    return chunks
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle `obj` (protocol 4) so that both numpy 1.x and 2.x peers can load it."""
+    return b"".join(dump_chunks(obj))

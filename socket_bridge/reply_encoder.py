@@ -22,6 +22,11 @@ from socket_bridge.protocol import reply_from_output
 _TemplateKey = tuple[bool, tuple[int, ...], object]
 
 
+# Larger replies (huge batches) are pickled directly: building their template would cost more
+# than it saves, and a client could otherwise make us build many.
+MAX_TEMPLATE_ROWS = 4096
+
+
 class ReplyEncoder:
     """Thread-safe; keeps at most `max_templates` templates (replies are ~10 kB each)."""
 
@@ -43,24 +48,49 @@ class ReplyEncoder:
                 self._templates[key] = template
         if template is None:
             return dumps(reply_from_output(output))
-        data, index = template
-        buffer = bytearray(data)
-        np.frombuffer(buffer, np.uint8)[index] = actions.view(np.uint8).reshape(index.shape)
-        return buffer
+        return _patch(*template, actions)
 
 
-def _build_template(output: PolicyOutput, shape: tuple[int, ...]) -> tuple[bytes, np.ndarray] | None:
-    """Pickle a reply of this shape with marker actions; locate each action row's bytes."""
+def _patch(data: bytes, index: np.ndarray, actions: np.ndarray) -> bytearray:
+    buffer = bytearray(data)
+    np.frombuffer(buffer, np.uint8)[index] = actions.view(np.uint8).reshape(index.shape)
+    return buffer
+
+
+def _random_actions(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    bits = np.random.default_rng(seed).integers(0, 2**32, size=shape, dtype=np.uint64)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _build_template(output: PolicyOutput,
+                    shape: tuple[int, ...]) -> tuple[bytes, np.ndarray] | None:
+    """Pickle a reply of this shape with marker actions and locate each action row's bytes.
+
+    Rows are pickled in order, so each is searched after the previous one. The template is only
+    used if patching a second, independent set of actions reproduces the pickler's bytes.
+    """
     batch, steps, dim = shape
+    if batch * steps > MAX_TEMPLATE_ROWS:
+        return None
+
+    def reference(actions: np.ndarray) -> bytes:
+        return dumps(reply_from_output(
+            PolicyOutput(actions=actions, batched=output.batched, spec=output.spec)))
+
     row_bytes = 4 * dim
     for seed in range(3):
-        markers = np.random.default_rng(seed).integers(
-            0, 2**32, size=shape, dtype=np.uint64).astype(np.uint32).view(np.float32)
-        data = dumps(reply_from_output(
-            PolicyOutput(actions=markers, batched=output.batched, spec=output.spec)))
-        rows = markers.view(np.uint8).reshape(batch * steps, row_bytes)
-        offsets = [data.find(row.tobytes()) for row in rows]
-        if all(o >= 0 and data.count(row.tobytes()) == 1 for o, row in zip(offsets, rows)):
+        markers = _random_actions(shape, seed)
+        data = reference(markers)
+        offsets, position = [], 0
+        for row in markers.reshape(batch * steps, dim):
+            position = data.find(row.tobytes(), position)
+            if position < 0:
+                break
+            offsets.append(position)
+            position += row_bytes
+        else:
             index = np.asarray(offsets).reshape(batch, steps, 1) + np.arange(row_bytes)
-            return data, index
+            check = _random_actions(shape, seed + 100)
+            if _patch(data, index, check) == reference(check):
+                return data, index
     return None

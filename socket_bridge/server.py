@@ -24,8 +24,8 @@ from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     FrameError,
-    FrameTimeout,
     FrameReader,
+    FrameTimeout,
     FrameTooLarge,
     PeerClosed,
     write_frame,

@@ -84,3 +84,12 @@ def test_idle_timeout_bounds_the_wait_for_a_new_frame(pair) -> None:
     _, b = pair
     with pytest.raises(FrameTimeout, match="idle"):
         read_frame(b, idle_timeout=0.2)
+
+
+def test_chunked_payload_is_sent_as_one_frame(pair) -> None:
+    a, b = pair
+    chunks = [b"head", bytes(range(256)) * 1000, bytearray(b"mid"), memoryview(b"x" * 70_000)]
+    sender = threading.Thread(target=write_frame, args=(a, chunks))
+    sender.start()
+    assert read_frame(b, frame_timeout=5) == b"".join(bytes(c) for c in chunks)
+    sender.join()
