@@ -2,7 +2,9 @@
 
 One worker thread owns the policy (and, for torch policies, the device). Socket handlers and ROS
 callbacks call `submit(obs)` and get a Future; they never call the model themselves, so model
-calls are never concurrent. A failing request fails only its own future.
+calls are never concurrent. Requests that are waiting when the worker becomes free are batched
+into one forward pass (up to `max_batch` observations, optionally waiting `max_wait_ms` for more).
+A failing request fails only its own future.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import logging
 import queue
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from benchmark.base import MetaObs
-from policy_server_ros.observation import as_batch, batch_size_of
+from policy_server_ros.observation import ARRAY_FIELDS, as_batch, batch_size_of
 from policy_server_ros.policies.base import Policy, PolicyOutput
 
 log = logging.getLogger("policy_server_ros.engine")
@@ -36,32 +39,78 @@ class _Request:
     obs: MetaObs
     future: Future
     received: float
+    batch: MetaObs | None = None  # validated, batched form
+    batched: bool = False
+
+    @property
+    def size(self) -> int:
+        return 1 if self.batch is None else batch_size_of(self.batch)
 
 
 def resolve_chunk_size(policy: Policy, chunk_size: int) -> int:
-    """Actions per reply: the policy's whole chunk for chunk_size <= 0, else chunk_size.
-
-    Asking for more actions than the policy produces is a start-up error, not a silent cap.
-    """
+    """Actions per reply: `chunk_size` when > 0, else the policy's default (config.json's
+    chunk_size for checkpoints), else its whole chunk. More than the policy produces is a
+    start-up error, not a silent cap."""
     produced = policy.spec.chunk_size
     if chunk_size <= 0:
-        return produced
+        return policy.default_reply_steps or produced
     if chunk_size > produced:
         raise ValueError(f"--chunk_size {chunk_size} is more than the {produced} actions the "
                          f"policy produces per chunk; use at most {produced} (or 0 for all)")
     return chunk_size
 
 
-class InferenceEngine:
-    """Runs `policy` on a worker thread; `submit` is safe to call from any thread."""
+def _signature(batch: MetaObs) -> tuple:
+    """Requests with equal signatures can be stacked into one batch."""
+    return tuple((name, None if (v := getattr(batch, name)) is None else (v.shape[1:], v.dtype))
+                 for name in ARRAY_FIELDS)
 
-    def __init__(self, policy: Policy, *, chunk_size: int = 0, max_queue: int = 64) -> None:
+
+def _per_row(value: object, size: int) -> list:
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) == size:
+        return list(value)
+    return [value] * size
+
+
+def _stack(requests: list[_Request]) -> MetaObs:
+    if len(requests) == 1:
+        return requests[0].batch
+    arrays = {}
+    for name in ARRAY_FIELDS:
+        parts = [getattr(r.batch, name) for r in requests]
+        arrays[name] = None if parts[0] is None else np.concatenate(parts)
+    raw_lang = [x for r in requests for x in _per_row(r.batch.raw_lang, r.size)]
+    timestep = [x for r in requests for x in _per_row(r.batch.timestep, r.size)]
+    return MetaObs(**arrays, raw_lang=raw_lang, timestep=timestep)
+
+
+class InferenceEngine:
+    """Runs `policy` on a worker thread; `submit` is safe to call from any thread.
+
+    max_batch: most observations per forward pass (1 disables batching);
+    max_wait_ms: how long a batch may wait for more requests (0: only what is already queued,
+    so a lone client never waits); warmup: run the policy's example observation once at start.
+    """
+
+    def __init__(self, policy: Policy, *, chunk_size: int = 0, max_batch: int = 8,
+                 max_wait_ms: float = 0.0, max_queue: int = 64, warmup: bool = True) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
         self.policy = policy
         self.chunk_size = resolve_chunk_size(policy, chunk_size)
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1e3
+        self.warmup_ms: float | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_queue)
         self._closed = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="inference-engine", daemon=True)
+        self._ready = threading.Event()
+        self._worker = threading.Thread(target=self._run, args=(warmup,), name="inference-engine",
+                                        daemon=True)
         self._worker.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the warm-up pass is done (requests submitted earlier simply queue)."""
+        return self._ready.wait(timeout)
 
     def submit(self, obs: MetaObs) -> Future:
         """Queue one observation; the Future resolves to a PolicyOutput or to the error."""
@@ -75,17 +124,110 @@ class InferenceEngine:
                 from None
         return request.future
 
-    def _run(self) -> None:
+    def _run(self, warmup: bool) -> None:
+        if warmup:
+            self._warm_up()
+        self._ready.set()
         while True:
-            request = self._queue.get()
-            if request is None:
-                self._fail_leftovers()
-                return
-            if request.future.set_running_or_notify_cancel():
-                try:
-                    request.future.set_result(self._infer(request))
-                except Exception as exc:  # reported to this request's caller only
-                    request.future.set_exception(exc)
+            first = self._queue.get()
+            if first is None:
+                return self._fail_leftovers()
+            requests, stop = self._gather(first)
+            try:
+                self._process(requests)
+            except Exception as exc:  # a bug here must not kill the worker and hang everyone
+                log.exception("inference engine error")
+                for request in requests:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+            if stop:
+                return self._fail_leftovers()
+
+    def _warm_up(self) -> None:
+        obs = self.policy.example_observation()
+        if obs is None:
+            return
+        start = time.perf_counter()
+        try:
+            self.policy.predict(as_batch(obs)[0])
+        except Exception:
+            log.exception("warm-up pass failed; requests will show the same error")
+            return
+        self.warmup_ms = (time.perf_counter() - start) * 1e3
+        log.info("Warm-up pass took %.0f ms", self.warmup_ms)
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
+        """`first` plus what is queued (waiting up to max_wait), within max_batch rows."""
+        requests = [first]
+        rows = self._validate(first)
+        deadline = time.perf_counter() + self.max_wait
+        while rows < self.max_batch:
+            try:
+                remaining = deadline - time.perf_counter()
+                item = self._queue.get(timeout=remaining) if remaining > 0 else \
+                    self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return requests, True
+            requests.append(item)
+            rows += self._validate(item)
+        return requests, False
+
+    @staticmethod
+    def _validate(request: _Request) -> int:
+        """Mark the request running and bring it to batched form; rows it adds to the batch."""
+        if not request.future.set_running_or_notify_cancel():
+            return 0  # the caller gave up (cancelled) while it was queued
+        try:
+            request.batch, request.batched = as_batch(request.obs)
+        except Exception as exc:
+            request.future.set_exception(exc)
+            return 0
+        return request.size
+
+    def _process(self, requests: list[_Request]) -> None:
+        live = [r for r in requests if r.batch is not None]
+        groups: dict[tuple, list[_Request]] = defaultdict(list)
+        for request in live:
+            groups[_signature(request.batch)].append(request)
+        for group in groups.values():
+            try:
+                self._run_group(group)
+            except Exception as exc:
+                if len(group) == 1:
+                    group[0].future.set_exception(exc)
+                else:  # find the culprit: each request alone, failing only its own future
+                    for request in group:
+                        try:
+                            self._run_group([request])
+                        except Exception as single_exc:
+                            request.future.set_exception(single_exc)
+
+    def _run_group(self, group: list[_Request]) -> None:
+        t0 = time.perf_counter()
+        inputs = self.policy.preprocess(_stack(group))
+        t1 = time.perf_counter()
+        raw = self.policy.forward(inputs)
+        t2 = time.perf_counter()
+        actions = np.asarray(self.policy.postprocess(raw))
+        t3 = time.perf_counter()
+        spec = self.policy.spec
+        rows = sum(r.size for r in group)
+        expected = (rows, spec.chunk_size, spec.action_dim)
+        if actions.shape != expected:
+            raise RuntimeError(f"policy returned actions of shape {actions.shape}, "
+                               f"expected {expected}")
+        actions = actions[:, : self.chunk_size].astype(np.float32, copy=False)
+        timings = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
+                   "postprocess": (t3 - t2) * 1e3, "batch_size": float(rows)}
+        start = 0
+        for request in group:
+            stop = start + request.size
+            request.future.set_result(PolicyOutput(
+                actions=actions[start:stop], batched=request.batched, spec=spec,
+                timings_ms={"queue": (t0 - request.received) * 1e3, **timings}))
+            start = stop
 
     def _fail_leftovers(self) -> None:
         # Requests that raced with close() must not leave their callers waiting forever.
@@ -96,24 +238,6 @@ class InferenceEngine:
                 return
             if request is not None and request.future.set_running_or_notify_cancel():
                 request.future.set_exception(EngineClosed("the inference engine shut down"))
-
-    def _infer(self, request: _Request) -> PolicyOutput:
-        started = time.perf_counter()
-        batch, batched = as_batch(request.obs)
-        actions = np.asarray(self.policy.predict(batch))
-        spec = self.policy.spec
-        expected = (batch_size_of(batch), spec.chunk_size, spec.action_dim)
-        if actions.shape != expected:
-            raise RuntimeError(f"policy returned actions of shape {actions.shape}, "
-                               f"expected {expected}")
-        finished = time.perf_counter()
-        return PolicyOutput(
-            actions=actions[:, : self.chunk_size].astype(np.float32, copy=False),
-            batched=batched,
-            spec=spec,
-            timings_ms={"queue": (started - request.received) * 1e3,
-                        "inference": (finished - started) * 1e3},
-        )
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish queued requests, stop the worker and release the policy."""

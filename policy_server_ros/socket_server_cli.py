@@ -1,7 +1,8 @@
 """`start_policy_server.py`: serve a policy over TCP, with the original guide's flags.
 
-    python start_policy_server.py -m builtin:echo --port 5000
-    python start_policy_server.py --config server.yaml --port 6000   # the command line wins
+    python start_policy_server.py                       # the example ACT checkpoint, port 5000
+    python start_policy_server.py -m ckpt/my_run/checkpoint-5000 --device cuda:0 --chunk_size 50
+    python start_policy_server.py -m builtin:echo --config server.yaml --port 6000  # CLI wins
 
 Runs without ROS: this module imports no rclpy.
 """
@@ -13,20 +14,33 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from policy_server_ros.checkpoint import CheckpointError
 from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.policies import PolicyLoadError, load_policy
+from policy_server_ros.example_checkpoint import DEFAULT_PATH, ensure_example_checkpoint
+from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
+from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
+from policy_server_ros.policies.base import PRECISIONS
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
 log = logging.getLogger("policy_server_ros.cli")
 
-DEFAULT_MODEL = "builtin:zero"
+DEFAULT_MODEL = str(DEFAULT_PATH)
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    size = (int(height), int(width))
+    if min(size) < 1:
+        raise ValueError(text)
+    return size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", "-p", type=int, default=defaults.port,
                         help="TCP port (default: %(default)s)")
     parser.add_argument("--model_name_or_path", "-m", default=DEFAULT_MODEL,
-                        help="checkpoint folder, or builtin:zero / builtin:echo "
-                             "(default: %(default)s)")
+                        help="checkpoint folder (ILStudio layout), or builtin:zero / "
+                             "builtin:echo (default: %(default)s, an untrained example ACT "
+                             "created on first use)")
     parser.add_argument("--dataset_id", default="",
                         help="dataset whose normalization to use; '' = the first (default)")
     parser.add_argument("--chunk_size", type=int, default=0,
                         help="actions per reply; 0 = the policy's whole chunk (default)")
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
+    parser.add_argument("--device", default="cuda",
+                        help="cuda, cuda:N or cpu; cuda without a GPU falls back to the CPU "
+                             "with a warning (default: cuda)")
+    runtime = parser.add_argument_group("inference")
+    runtime.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                         help="autocast precision (default: fp32)")
+    runtime.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                         help="torch.compile the model (slow first request; default: off)")
+    runtime.add_argument("--min_std", type=float, default=DEFAULT_MIN_STD,
+                         help="zscore's smallest std; ILStudio used 0.01 before mid-November "
+                              "2025 (default: %(default)s)")
+    runtime.add_argument("--max_batch", type=int, default=8,
+                         help="most observations per forward pass; 1 disables batching "
+                              "(default: %(default)s)")
+    runtime.add_argument("--max_wait_ms", type=float, default=0.0,
+                         help="how long a batch waits for more requests; 0 batches only what "
+                              "is already queued (default: %(default)s)")
+    runtime.add_argument("--warmup_image_size", type=_image_size, default=(480, 640),
+                         metavar="HxW", help="image size of the warm-up pass (default: 480x640)")
     limits = parser.add_argument_group("limits (a client can never exceed these)")
     limits.add_argument("--max_frame_bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES,
                         help="largest request frame accepted (default: %(default)s)")
@@ -65,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--inference_timeout", type=float, default=defaults.inference_timeout,
                         help="seconds to wait for the policy before replying [] "
                              "(default: %(default)s)")
-    parser.add_argument("--log_level", default="INFO",
+    parser.add_argument("--log_level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: INFO)")
     return parser
 
@@ -118,14 +151,22 @@ def server_config_from(args: argparse.Namespace) -> ServerConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    started = time.perf_counter()
     try:
         config = server_config_from(args)
-        policy = load_policy(args.model_name_or_path, device=args.device,
-                             dataset_id=args.dataset_id)
-        engine = InferenceEngine(policy, chunk_size=args.chunk_size)
-    except (PolicyLoadError, ValueError, FileNotFoundError) as exc:
+        if args.model_name_or_path == DEFAULT_MODEL:
+            ensure_example_checkpoint(DEFAULT_PATH)
+        options = LoadOptions(device=args.device, dataset_id=args.dataset_id,
+                              min_std=args.min_std, precision=args.precision,
+                              compile=args.compile, warmup_image_hw=args.warmup_image_size)
+        policy = load_policy(args.model_name_or_path, options)
+        engine = InferenceEngine(policy, chunk_size=args.chunk_size, max_batch=args.max_batch,
+                                 max_wait_ms=args.max_wait_ms)
+    except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
+            FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2
+    engine.wait_ready()
     server = PolicySocketServer(engine, config)
     stop = threading.Event()
 
@@ -141,9 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         engine.close()
         return 1
-    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s); Ctrl+C to stop",
-             args.model_name_or_path, engine.chunk_size, policy.spec.ctrl_space,
-             policy.spec.ctrl_type)
+    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s); ready %.1f s "
+             "after start; Ctrl+C to stop", args.model_name_or_path, engine.chunk_size,
+             policy.spec.ctrl_space, policy.spec.ctrl_type, time.perf_counter() - started)
     while not stop.wait(0.5):  # wake up regularly so signals are handled promptly
         pass
     server.stop()

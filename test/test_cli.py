@@ -19,7 +19,7 @@ def test_defaults_are_the_guides() -> None:
     args = parse_args([])
     assert (args.host, args.port, args.dataset_id, args.chunk_size, args.device) == \
         ("0.0.0.0", 5000, "", 0, "cuda")
-    assert args.model_name_or_path == "builtin:zero"
+    assert args.model_name_or_path == "ckpt/act_sim_transfer_cube_scripted_zscore_example"
 
 
 def test_short_aliases() -> None:

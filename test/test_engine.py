@@ -15,6 +15,11 @@ from policy_server_ros.policies.base import ActionSpec, Policy
 from policy_server_ros.policies.builtin import EchoPolicy, ZeroPolicy
 
 
+def _rows(raw_lang: str | list[str]) -> list[str]:
+    """raw_lang of a single request is its string; of a stacked batch, one entry per row."""
+    return [raw_lang] if isinstance(raw_lang, str) else list(raw_lang)
+
+
 class _Recording(Policy):
     """Records which threads call predict and whether calls ever overlap."""
 
@@ -26,12 +31,12 @@ class _Recording(Policy):
         self.max_active = 0
         self.lock = threading.Lock()
 
-    def predict(self, batch: MetaObs) -> np.ndarray:
+    def forward(self, batch: MetaObs) -> np.ndarray:
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         self.threads.add(threading.current_thread().name)
-        if batch.raw_lang == "fail":
+        if "fail" in _rows(batch.raw_lang):
             self.active -= 1
             raise RuntimeError("bad request")
         out = np.repeat(batch.state[:, None, :2], 4, axis=1)
@@ -64,7 +69,7 @@ def test_wrong_action_shape_from_a_policy_is_an_error() -> None:
     class Wrong(Policy):
         spec = ActionSpec(action_dim=3, chunk_size=2)
 
-        def predict(self, batch: MetaObs) -> np.ndarray:
+        def forward(self, batch: MetaObs) -> np.ndarray:
             return np.zeros((1, 2, 4), np.float32)
 
     with InferenceEngine(Wrong()) as engine, pytest.raises(RuntimeError, match=r"\(1, 2, 4\)"):
@@ -110,5 +115,85 @@ def test_load_policy_names_the_available_builtins() -> None:
     assert isinstance(load_policy("builtin:echo"), EchoPolicy)
     with pytest.raises(PolicyLoadError, match="available: builtin:zero, builtin:echo"):
         load_policy("builtin:nope")
-    with pytest.raises(PolicyLoadError, match="not implemented in this version yet"):
-        load_policy("ckpt/some_run")
+    with pytest.raises(FileNotFoundError, match="checkpoint folder ckpt/no_such_run does not"):
+        load_policy("ckpt/no_such_run")
+
+
+# --- batching with a real (small) ACT -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_act_path(tmp_path_factory):
+    from act_fixtures import small_checkpoint
+
+    return small_checkpoint(tmp_path_factory.mktemp("act") / "c")
+
+
+@pytest.fixture
+def small_act(small_act_path):
+    """A fresh policy per test: an engine closes (releases) its policy when it shuts down."""
+    from policy_server_ros.policies import LoadOptions
+
+    return load_policy(small_act_path, LoadOptions(device="cpu"))
+
+
+def test_concurrent_submits_are_batched_and_match_single_calls(small_act,
+                                                               small_act_path) -> None:
+    from act_fixtures import observation
+
+    from policy_server_ros.policies import LoadOptions
+
+    observations = [observation(seed=i) for i in range(6)]
+    with InferenceEngine(small_act, max_batch=1, warmup=False) as engine:
+        singles = [engine.submit(o).result(30) for o in observations]
+    same_act = load_policy(small_act_path, LoadOptions(device="cpu"))
+    with InferenceEngine(same_act, max_batch=8, max_wait_ms=200, warmup=False) as engine:
+        futures = [engine.submit(o) for o in observations]
+        batched = [f.result(30) for f in futures]
+    assert max(out.timings_ms["batch_size"] for out in batched) > 1
+    for single, together in zip(singles, batched, strict=True):
+        assert single.timings_ms["batch_size"] == 1
+        np.testing.assert_allclose(together.actions, single.actions, rtol=1e-4, atol=1e-5)
+        assert set(together.timings_ms) == {"queue", "preprocess", "forward", "postprocess",
+                                            "batch_size"}
+
+
+def test_batched_requests_and_mixed_shapes_share_a_pass(small_act) -> None:
+    from act_fixtures import observation
+
+    with InferenceEngine(small_act, max_batch=16, max_wait_ms=200, warmup=False) as engine:
+        futures = [engine.submit(observation(seed=1, batch=3)), engine.submit(observation(seed=2)),
+                   engine.submit(MetaObs(state=np.zeros(14)))]  # no image: fails alone
+        out_batched, out_single = futures[0].result(30), futures[1].result(30)
+        with pytest.raises(ValueError, match="ACT needs MetaObs.image"):
+            futures[2].result(30)
+    assert out_batched.batched and out_batched.actions.shape == (3, 10, 14)
+    assert not out_single.batched and out_single.actions.shape == (1, 10, 14)
+    assert out_single.timings_ms["batch_size"] == 4
+
+
+def test_warm_up_runs_before_the_first_request(small_act) -> None:
+    engine = InferenceEngine(small_act)
+    try:
+        assert engine.wait_ready(60) and engine.warmup_ms is not None and engine.warmup_ms > 0
+    finally:
+        engine.close()
+
+
+def test_a_cancelled_request_is_skipped() -> None:
+    release = threading.Event()
+
+    class Slow(Policy):
+        spec = ActionSpec(action_dim=1, chunk_size=1)
+
+        def forward(self, batch: MetaObs) -> np.ndarray:
+            release.wait(5)
+            return np.zeros((len(batch.state), 1, 1), np.float32)
+
+    with InferenceEngine(Slow(), max_batch=1) as engine:
+        first = engine.submit(MetaObs(state=np.zeros(1)))
+        second = engine.submit(MetaObs(state=np.zeros(1)))
+        assert second.cancel()
+        release.set()
+        assert first.result(5).actions.shape == (1, 1, 1)
+        third = engine.submit(MetaObs(state=np.zeros(1)))
+        assert third.result(5).actions.shape == (1, 1, 1)

@@ -85,10 +85,10 @@ def test_inference_error_replies_empty_and_keeps_the_connection(echo_server, cap
 class _Exploding(Policy):
     spec = ActionSpec(action_dim=2, chunk_size=3)
 
-    def predict(self, batch: MetaObs) -> np.ndarray:
-        if batch.raw_lang == "explode":
+    def forward(self, batch: MetaObs) -> np.ndarray:
+        if "explode" in ([batch.raw_lang] if isinstance(batch.raw_lang, str) else batch.raw_lang):
             raise RuntimeError("policy blew up")
-        return np.ones((1, 3, 2), np.float32)
+        return np.ones((len(batch.state), 3, 2), np.float32)
 
 
 def test_policy_exception_gives_that_client_empty_reply_only(caplog) -> None:

@@ -1,32 +1,61 @@
-"""Policies and the one entry point that builds one from a --model_name_or_path value."""
+"""Policies, and the one entry point that builds one from a --model_name_or_path value.
+
+Checkpoint policy types are found by name: the `policy_name` in a checkpoint's
+policy_metadata.json selects the module `policy_server_ros.policies.<policy_name>`, which
+provides `load_checkpoint(checkpoint, options) -> Policy`. Adding a policy type is adding one
+such module (see act/).
+"""
 
 from __future__ import annotations
 
-from policy_server_ros.policies.base import ActionSpec, Policy, PolicyOutput
+import importlib
+import pkgutil
+import re
+from pathlib import Path
+
+from policy_server_ros.checkpoint import read_checkpoint
+from policy_server_ros.policies.base import ActionSpec, LoadOptions, Policy, PolicyOutput
 from policy_server_ros.policies.builtin import BUILTIN_POLICIES
 
-__all__ = ["BUILTIN_PREFIX", "ActionSpec", "Policy", "PolicyLoadError", "PolicyOutput",
-           "load_policy"]
+__all__ = ["BUILTIN_PREFIX", "ActionSpec", "LoadOptions", "Policy", "PolicyLoadError",
+           "PolicyOutput", "available_policy_types", "load_policy"]
 
 BUILTIN_PREFIX = "builtin:"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class PolicyLoadError(RuntimeError):
     """The policy named on the command line cannot be loaded; the message says how to fix it."""
 
 
-def load_policy(name_or_path: str, *, device: str = "cuda", dataset_id: str = "") -> Policy:
-    """Build the policy named by `name_or_path`.
+def available_policy_types() -> list[str]:
+    """Names of the modules under policies/ that can load checkpoints."""
+    names = []
+    for info in pkgutil.iter_modules(__path__):
+        if _NAME.match(info.name):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            if hasattr(module, "load_checkpoint"):
+                names.append(info.name)
+    return sorted(names)
 
-    `builtin:zero` and `builtin:echo` need no checkpoint (see policies/builtin.py). `device` and
-    `dataset_id` select the device and the normalization statistics of checkpoint policies.
-    """
+
+def load_policy(name_or_path: str | Path, options: LoadOptions | None = None) -> Policy:
+    """Build the policy named by `name_or_path`: `builtin:zero`, `builtin:echo`, or a
+    checkpoint folder in ILStudio's layout (see checkpoint.py)."""
+    options = options or LoadOptions()
+    name_or_path = str(name_or_path)
     if name_or_path.startswith(BUILTIN_PREFIX):
         kind = name_or_path[len(BUILTIN_PREFIX):]
         if kind not in BUILTIN_POLICIES:
             raise PolicyLoadError(f"unknown built-in policy {name_or_path!r}; available: "
                                   + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_POLICIES))
         return BUILTIN_POLICIES[kind]()
-    raise PolicyLoadError(
-        f"cannot load {name_or_path!r}: checkpoint policies (ACT) are not implemented in this "
-        f"version yet; use one of " + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_POLICIES))
+    checkpoint = read_checkpoint(name_or_path)
+    kind = checkpoint.policy_name
+    available = available_policy_types()
+    if not _NAME.match(kind) or kind not in available:
+        raise PolicyLoadError(f"unknown policy type {kind!r} in {checkpoint.path}/"
+                              f"policy_metadata.json; this server can load: "
+                              f"{', '.join(available)}")
+    module = importlib.import_module(f"{__name__}.{kind}")
+    return module.load_checkpoint(checkpoint, options)

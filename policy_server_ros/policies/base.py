@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from benchmark.base import MetaObs
+from policy_server_ros.normalization import DEFAULT_MIN_STD
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """How to read a policy's actions; carried on every MetaAction and ActionChunk message."""
+    """How to read a policy's actions; carried on every MetaAction and ActionChunk message.
+
+    chunk_size is how many actions the policy produces per observation.
+    """
 
     action_dim: int
     chunk_size: int
@@ -25,18 +32,52 @@ class ActionSpec:
             raise ValueError(f"action_dim and chunk_size must be >= 1, got {self}")
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load and run a checkpoint policy (the server's command-line choices)."""
+
+    device: str = "cuda"
+    dataset_id: str = ""
+    min_std: float = DEFAULT_MIN_STD
+    precision: str = "fp32"
+    compile: bool = False
+    warmup_image_hw: tuple[int, int] = (480, 640)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.min_std > 0:
+            raise ValueError(f"min_std must be > 0, got {self.min_std}")
+
+
 class Policy(ABC):
     """A policy the inference engine can run.
 
-    `predict` receives a batched MetaObs (state (B, D) float32, image (B, K, C, H, W) uint8, ...)
-    and returns actions of shape (B, spec.chunk_size, spec.action_dim). It is only ever called
-    from the engine's worker thread, so implementations need no locking.
+    The engine calls `preprocess`, `forward` and `postprocess` in turn (timing each) on a batched
+    MetaObs (state (B, D) float32, image (B, K, C, H, W) uint8, ...); `postprocess` returns
+    actions of shape (B, spec.chunk_size, spec.action_dim). All calls come from the engine's one
+    worker thread, so implementations need no locking.
     """
 
     spec: ActionSpec
+    # Actions per reply when the command line does not say (None: the whole chunk).
+    default_reply_steps: int | None = None
+
+    def preprocess(self, batch: MetaObs) -> Any:
+        return batch
 
     @abstractmethod
-    def predict(self, batch: MetaObs) -> np.ndarray: ...
+    def forward(self, inputs: Any) -> Any: ...
+
+    def postprocess(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs, dtype=np.float32)
+
+    def predict(self, batch: MetaObs) -> np.ndarray:
+        return self.postprocess(self.forward(self.preprocess(batch)))
+
+    def example_observation(self) -> MetaObs | None:
+        """An unbatched observation for the engine's warm-up pass; None skips warm-up."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most policies hold nothing to release
         """Release devices or files; called once when the engine shuts down."""
@@ -47,7 +88,8 @@ class PolicyOutput:
     """The engine's answer to one request.
 
     actions: (B, T, A) float32 with T already limited to the requested chunk size;
-    batched: whether the request was batched (decides the socket reply form).
+    batched: whether the request was batched (decides the socket reply form);
+    timings_ms: queue, preprocess, forward, postprocess (the batch's), and batch_size.
     """
 
     actions: np.ndarray

@@ -24,8 +24,8 @@ class ZeroPolicy(Policy):
         self.spec = ActionSpec(action_dim=action_dim, chunk_size=chunk_size,
                                ctrl_space="ee", ctrl_type="delta")
 
-    def predict(self, batch: MetaObs) -> np.ndarray:
-        return np.zeros((batch_size_of(batch), self.spec.chunk_size, self.spec.action_dim),
+    def forward(self, inputs: MetaObs) -> np.ndarray:
+        return np.zeros((batch_size_of(inputs), self.spec.chunk_size, self.spec.action_dim),
                         dtype=np.float32)
 
 
@@ -39,7 +39,8 @@ class EchoPolicy(Policy):
                                ctrl_space="joint", ctrl_type="abs")
         self._ramp = (self.STEP * np.arange(chunk_size, dtype=np.float32))[None, :, None]
 
-    def predict(self, batch: MetaObs) -> np.ndarray:
+    def forward(self, inputs: MetaObs) -> np.ndarray:
+        batch = inputs
         if batch.state is None or batch.state.shape[-1] != self.spec.action_dim:
             got = None if batch.state is None else batch.state.shape
             raise ObservationError(f"builtin:echo needs a state of dimension "

@@ -1,0 +1,167 @@
+"""The ILStudio checkpoint layout: what files a checkpoint folder holds and where to find them.
+
+    run/                                   a training output folder
+      normalize.json                       dataset list and normalization types (v2.0)
+      <dataset_id>_stats_<ctrl_space>_<ctrl_type>.pkl
+      checkpoint-5000/                     one saved step (or the files directly in run/)
+        policy_metadata.json               {"policy_module": "policy.act", "policy_name": "act"}
+        config.json                        model hyperparameters
+        model.safetensors                  weights
+
+normalize.json and the stats pickle are looked up in the parent folder first, then the folder
+itself, so `run/checkpoint-N` finds `run/normalize.json`. Nothing falls back silently: every
+missing piece is an error that says what was searched and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policy_server_ros.normalization import DEFAULT_MIN_STD, NORM_TYPES, Normalizer
+from socket_bridge.safe_unpickle import safe_loads
+
+METADATA = "policy_metadata.json"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+NORMALIZE = "normalize.json"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint folder is incomplete or inconsistent; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetNorm:
+    """The chosen dataset entry of normalize.json with its statistics loaded."""
+
+    dataset_id: str
+    ctrl_space: str
+    ctrl_type: str
+    state: Normalizer
+    action: Normalizer
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint folder, read: metadata and config parsed, the weights' path known."""
+
+    path: Path
+    policy_name: str
+    metadata: dict[str, Any]
+    config: dict[str, Any]
+    weights: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Check the folder holds a checkpoint and read its metadata and config."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist; pass "
+                                f"--model_name_or_path a training output or checkpoint folder")
+    metadata_path = folder / METADATA
+    if not metadata_path.is_file():
+        raise CheckpointError(f"{folder} has no {METADATA}, so the policy type is unknown; "
+                              f"is this a checkpoint folder (with config.json and "
+                              f"model.safetensors)?")
+    metadata = _read_json(metadata_path, "policy metadata")
+    name = metadata.get("policy_name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{metadata_path} has no 'policy_name' (e.g. "
+                              f'{{"policy_module": "policy.act", "policy_name": "act"}})')
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} has no {CONFIG} with the model's hyperparameters")
+    config = _read_json(config_path, "model config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path} must hold a JSON object")
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS}")
+    return Checkpoint(folder, name, metadata, config, weights)
+
+
+def _search_folders(folder: Path) -> list[Path]:
+    return [folder.resolve().parent, folder.resolve()]
+
+
+def find_normalize_json(folder: Path) -> Path:
+    """normalize.json in the parent folder, else in the folder itself."""
+    searched = _search_folders(folder)
+    for candidate in searched:
+        if (candidate / NORMALIZE).is_file():
+            return candidate / NORMALIZE
+    raise FileNotFoundError(
+        f"No normalize.json found in {' or '.join(str(p) for p in searched)}. Training writes "
+        f"it to the run's output folder; pass --model_name_or_path that folder or one of its "
+        f"checkpoint-N subfolders.")
+
+
+def load_dataset_norm(folder: Path, dataset_id: str = "", state_dim: int | None = None,
+                      action_dim: int | None = None,
+                      min_std: float = DEFAULT_MIN_STD) -> DatasetNorm:
+    """Pick the dataset entry (`''` = the first) and load its statistics into normalizers."""
+    normalize_path = find_normalize_json(folder)
+    spec = _read_json(normalize_path, "normalization spec")
+    datasets = spec.get("datasets") if isinstance(spec, dict) else None
+    if not isinstance(datasets, list) or not datasets:
+        raise CheckpointError(f"{normalize_path} lists no datasets")
+    ids = [d.get("dataset_id") for d in datasets if isinstance(d, dict)]
+    if dataset_id:
+        if dataset_id not in ids:
+            raise CheckpointError(f"unknown --dataset_id {dataset_id!r}; {normalize_path} has: "
+                                  f"{', '.join(map(str, ids))}")
+        entry = datasets[ids.index(dataset_id)]
+    else:
+        entry = datasets[0]
+    for key in ("dataset_id", "ctrl_space", "ctrl_type"):
+        if not isinstance(entry.get(key), str):
+            raise CheckpointError(f"{normalize_path}: dataset entry lacks '{key}': {entry}")
+    chosen = entry["dataset_id"]
+    stats_name = f"{chosen}_stats_{entry['ctrl_space']}_{entry['ctrl_type']}.pkl"
+    stats = _load_stats(stats_name, [normalize_path.parent, *_search_folders(folder)])
+
+    def normalizer(part: str, dim: int | None) -> Normalizer:
+        kind = (spec.get(part) or {}).get(chosen)
+        if kind not in NORM_TYPES:
+            raise CheckpointError(f"{normalize_path}: '{part}' has no normalization type for "
+                                  f"{chosen!r} (got {kind!r}; expected one of {NORM_TYPES})")
+        part_stats = stats.get(part)
+        if not isinstance(part_stats, dict):
+            raise CheckpointError(f"{stats_name} has no '{part}' statistics")
+        size = dim if dim is not None else len(next(iter(part_stats.values()), []))
+        return Normalizer.from_stats(kind, part_stats, size, entry.get(f"{part}_norm_mask"),
+                                     min_std=min_std)
+
+    return DatasetNorm(chosen, entry["ctrl_space"], entry["ctrl_type"],
+                       normalizer("state", state_dim), normalizer("action", action_dim))
+
+
+def _load_stats(name: str, folders: list[Path]) -> dict[str, Any]:
+    searched = list(dict.fromkeys(folders))
+    for folder in searched:
+        path = folder / name
+        if path.is_file():
+            try:
+                # Checkpoints come from elsewhere too: containers, numbers and arrays only.
+                stats = safe_loads(path.read_bytes(), allow_wire_types=False)
+            except Exception as exc:
+                raise CheckpointError(f"cannot read statistics {path}: {exc}") from exc
+            if not isinstance(stats, dict):
+                raise CheckpointError(f"{path} must hold a dict of statistics")
+            return stats
+    raise FileNotFoundError(f"statistics file {name} not found in "
+                            f"{' or '.join(str(p) for p in searched)}; it is written by training "
+                            f"next to normalize.json")

@@ -1,0 +1,145 @@
+"""Write an example ACT checkpoint in ILStudio's layout: the server's embedded default.
+
+    python -m policy_server_ros.example_checkpoint ckpt/act_sim_transfer_cube_scripted_zscore_example
+    python -m policy_server_ros.example_checkpoint /tmp/tiny --small --cameras 2
+
+The model has the ALOHA sim transfer-cube hyperparameters (ResNet-18, hidden 512, 4 encoder and
+7 decoder layers, chunk 100, 14-D state and action, one 480x640 camera) and deterministic seeded
+weights; the statistics are realistic for ALOHA joint positions. It is UNTRAINED: it exercises
+the real pipeline at the real cost, it does not solve a task. `--small` writes a tiny model of
+the same structure for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from policy_server_ros.checkpoint import CONFIG, METADATA, NORMALIZE, WEIGHTS
+from policy_server_ros.policies.act.config import ACTConfig
+from policy_server_ros.policies.act.model import DETRVAE, TransformerDecoderLayer
+
+log = logging.getLogger("policy_server_ros.example_checkpoint")
+
+DEFAULT_PATH = Path("ckpt/act_sim_transfer_cube_scripted_zscore_example")
+DATASET_ID = "sim_transfer_cube_scripted"
+CTRL_SPACE, CTRL_TYPE = "joint", "abs"
+
+# config.json keys ILStudio writes that ACT inference does not use, kept for fidelity.
+_ILSTUDIO_EXTRA = {"architectures": ["ACTPolicy"], "history_len": 1, "kl_weight": 10,
+                   "lr_backbone": 1e-05, "masks": False, "prediction_len": 100,
+                   "torch_dtype": "float32", "transformers_version": "4.45.2"}
+
+ALOHA_CONFIG = ACTConfig(extra=_ILSTUDIO_EXTRA)
+
+
+def small_config(cameras: int = 1) -> ACTConfig:
+    """The same structure at toy size, for tests: fast on a CPU."""
+    names = ("primary", "wrist", "left", "right")[:cameras] if cameras <= 4 else \
+        tuple(f"cam{i}" for i in range(cameras))
+    return ACTConfig(camera_names=names, num_queries=10, chunk_size=10, hidden_dim=32,
+                     nheads=2, enc_layers=1, dec_layers=2, dim_feedforward=64,
+                     extra={**_ILSTUDIO_EXTRA, "prediction_len": 10})
+
+
+# One arm of ALOHA: waist, shoulder, elbow, forearm roll, wrist angle, wrist rotate (rad), gripper.
+_ARM_MEAN = np.array([0.0, -0.35, 0.75, 0.0, -0.45, 0.0, 0.55])
+_ARM_STD = np.array([0.12, 0.22, 0.25, 0.08, 0.28, 0.10, 0.35])
+
+
+def aloha_stats(dim: int = 14) -> dict:
+    """Statistics shaped like ILStudio's stats pickle, for `dim`-D joint state and action."""
+    mean = np.resize(_ARM_MEAN, dim)
+    std = np.resize(_ARM_STD, dim)
+
+    def part(offset: float) -> dict:
+        m = mean + offset
+        return {"mean": m.tolist(), "std": std.tolist(), "min": (m - 3 * std).tolist(),
+                "max": (m + 3 * std).tolist(), "q01": (m - 2.3 * std).tolist(),
+                "q99": (m + 2.3 * std).tolist()}
+
+    return {"num_trajectories": 50, "num_transitions": 20000, "state": part(0.0),
+            "action": part(0.01)}
+
+
+def _seeded_weights(config: ACTConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Every tensor of the original layout, the unused decoder layers included."""
+    torch.manual_seed(seed)
+    model = DETRVAE(config)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, tensor in list(state.items()):
+        if name.endswith(("running_var", "bn1.weight", "bn2.weight", "downsample.1.weight")):
+            # Frozen batch norm with plausible statistics instead of the identity.
+            state[name] = 1.0 + 0.1 * torch.rand(tensor.shape, generator=generator)
+        elif name.endswith("running_mean"):
+            state[name] = 0.05 * torch.randn(tensor.shape, generator=generator)
+    for index in range(1, config.dec_layers):
+        layer = TransformerDecoderLayer(config.hidden_dim, config.nheads, config.dim_feedforward,
+                                        config.dropout, config.pre_norm)
+        for key, value in layer.state_dict().items():
+            state[f"model.transformer.decoder.layers.{index}.{key}"] = value
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def write_example_checkpoint(out: str | Path, config: ACTConfig = ALOHA_CONFIG,
+                             seed: int = 0) -> Path:
+    """Write a complete checkpoint (flat: normalize.json and stats in the same folder)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(_seeded_weights(config, seed), str(out / WEIGHTS),
+              metadata={"format": "pt", "note": "untrained example weights"})
+    (out / CONFIG).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    (out / METADATA).write_text(json.dumps({"policy_module": "policy.act",
+                                            "policy_name": "act"}, indent=2))
+    (out / NORMALIZE).write_text(json.dumps({
+        "version": "2.0",
+        "datasets": [{"dataset_id": DATASET_ID, "ctrl_space": CTRL_SPACE,
+                      "ctrl_type": CTRL_TYPE}],
+        "state": {DATASET_ID: "zscore"},
+        "action": {DATASET_ID: "zscore"},
+    }, indent=2))
+    stats = aloha_stats(config.state_dim)
+    with open(out / f"{DATASET_ID}_stats_{CTRL_SPACE}_{CTRL_TYPE}.pkl", "wb") as f:
+        pickle.dump(stats, f)
+    return out
+
+
+def ensure_example_checkpoint(path: str | Path = DEFAULT_PATH) -> Path:
+    """The default checkpoint, created on first use."""
+    path = Path(path)
+    if not (path / WEIGHTS).is_file():
+        log.info("Creating the example checkpoint (untrained ACT, ALOHA sim transfer-cube "
+                 "sizes) at %s; this happens once", path.resolve())
+        write_example_checkpoint(path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("out", type=Path, nargs="?", default=DEFAULT_PATH,
+                        help="folder to write (default: %(default)s)")
+    parser.add_argument("--small", action="store_true", help="a tiny model for tests")
+    parser.add_argument("--cameras", type=int, default=1, help="cameras (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
+    args = parser.parse_args(argv)
+    if args.cameras < 1:
+        parser.error("--cameras must be >= 1")
+    config = small_config(args.cameras) if args.small else ACTConfig(
+        camera_names=small_config(args.cameras).camera_names, extra=_ILSTUDIO_EXTRA)
+    out = write_example_checkpoint(args.out, config, args.seed)
+    print(f"wrote {'small ' if args.small else ''}example ACT checkpoint to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
