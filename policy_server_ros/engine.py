@@ -144,12 +144,19 @@ class InferenceEngine:
                 return self._fail_leftovers()
 
     def _warm_up(self) -> None:
+        """One pass at batch size 1 and, when batching is on, one at 2: the second makes
+        torch.compile generalize over the batch dimension (else each new batch size recompiles
+        for tens of seconds mid-service) and lets CUDA libraries pick kernels for batches."""
         obs = self.policy.example_observation()
         if obs is None:
             return
+        single = as_batch(obs)[0]
         start = time.perf_counter()
         try:
-            self.policy.predict(as_batch(obs)[0])
+            self.policy.predict(single)
+            if self.max_batch > 1:
+                pair = _Request(obs, Future(), start, single, False)
+                self.policy.predict(_stack([pair, pair]))
         except Exception:
             log.exception("warm-up pass failed; requests will show the same error")
             return

@@ -1,6 +1,6 @@
 """Write an example ACT checkpoint in ILStudio's layout: the server's embedded default.
 
-    python -m policy_server_ros.example_checkpoint ckpt/act_sim_transfer_cube_scripted_zscore_example
+    python -m policy_server_ros.example_checkpoint     # ckpt/act_sim_transfer_cube_..._example
     python -m policy_server_ros.example_checkpoint /tmp/tiny --small --cameras 2
 
 The model has the ALOHA sim transfer-cube hyperparameters (ResNet-18, hidden 512, 4 encoder and

@@ -44,7 +44,8 @@ def test_every_camera_contributes(tmp_path) -> None:
 
 def test_wrong_camera_count_is_a_clear_error(tmp_path) -> None:
     policy = load_policy(small_checkpoint(tmp_path / "c", 2), LoadOptions(device="cpu"))
-    with pytest.raises(ValueError, match=r"image of shape \(K=2, 3, H, W\).*\['primary', 'wrist'\]"):
+    with pytest.raises(ValueError,
+                       match=r"image of shape \(K=2, 3, H, W\).*\['primary', 'wrist'\]"):
         policy.predict(as_batch(observation(1))[0])
 
 

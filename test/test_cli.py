@@ -121,3 +121,46 @@ def test_policy_client_importable_from_the_example_module() -> None:
     from policy_client_example import PolicyClient
     from socket_bridge.client import PolicyClient as Client
     assert PolicyClient is Client
+
+
+def test_server_serves_an_act_checkpoint_to_the_example_client(tmp_path: Path) -> None:
+    from act_fixtures import small_checkpoint
+
+    ckpt = small_checkpoint(tmp_path / "act")
+    server = _server("-m", str(ckpt), "--device", "cpu", "--warmup_image_size", "64x80")
+    port = server.port()
+    server.wait_for(r"Warm-up pass took")
+    client = subprocess.run([PYTHON, str(REPO_ROOT / "policy_client_example.py"), "--port",
+                             str(port), "--num_requests", "2", "--delay", "0"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert client.returncode == 0, client.stderr + "\n".join(server.lines)
+    assert client.stdout.count("received 10 actions (first action shape (14,))") == 2
+    assert server.stop(signal.SIGTERM) == 0
+    server.wait_for(r"Loaded ACT from .*1 camera\(s\) \['primary'\].*joint/abs")
+
+
+def test_default_model_is_the_example_checkpoint_created_on_first_use(tmp_path: Path) -> None:
+    # Run in an empty directory: the relative default path is created there.
+    server = ServerProcess([PYTHON, str(REPO_ROOT / "start_policy_server.py"), "--host",
+                            "127.0.0.1", "--port", "0", "--device", "cpu"], cwd=tmp_path)
+    port = server.port()
+    server.wait_for(r"Creating the example checkpoint .*act_sim_transfer_cube_scripted_zscore_"
+                    r"example; this happens once")
+    server.wait_for(r"Serving ckpt/act_sim_transfer_cube_scripted_zscore_example \(chunk of "
+                    r"100 actions, ctrl_space=joint, ctrl_type=abs\); ready")
+    client = subprocess.run([PYTHON, str(REPO_ROOT / "policy_client_example.py"), "--port",
+                             str(port), "--num_requests", "1"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert client.returncode == 0, client.stderr
+    assert "received 100 actions (first action shape (14,))" in client.stdout
+    assert server.stop(signal.SIGINT) == 0
+    assert (tmp_path / "ckpt" / "act_sim_transfer_cube_scripted_zscore_example" /
+            "model.safetensors").stat().st_size > 300e6
+
+
+def test_bad_checkpoint_is_a_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "not_a_ckpt").mkdir()
+    server = _server("-m", str(tmp_path / "not_a_ckpt"), "--device", "cpu")
+    assert server.proc.wait(60) == 2
+    server.wait_for(r"has no policy_metadata.json")
+    assert not any("Traceback" in line for line in server.lines)
