@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = server_config_from(args)
         if args.model_name_or_path == DEFAULT_MODEL:
             ensure_example_checkpoint(DEFAULT_PATH)
+            log.warning("Serving the example checkpoint: its weights are untrained; its actions "
+                        "are not meant for a real robot. Pass -m to serve your own.")
         options = LoadOptions(device=args.device, dataset_id=args.dataset_id,
                               min_std=args.min_std, precision=args.precision,
                               compile=args.compile, warmup_image_hw=args.warmup_image_size)

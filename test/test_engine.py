@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -197,3 +198,31 @@ def test_a_cancelled_request_is_skipped() -> None:
         assert first.result(5).actions.shape == (1, 1, 1)
         third = engine.submit(MetaObs(state=np.zeros(1)))
         assert third.result(5).actions.shape == (1, 1, 1)
+
+
+def test_a_bad_request_stacked_with_good_ones_fails_alone() -> None:
+    gate = threading.Event()
+    calls: list[int] = []
+
+    class Gated(Policy):
+        spec = ActionSpec(action_dim=1, chunk_size=2)
+
+        def forward(self, batch: MetaObs) -> np.ndarray:
+            gate.wait(5)
+            calls.append(len(batch.state))
+            if np.any(batch.state < 0):
+                raise RuntimeError("negative state")
+            return np.repeat(batch.state[:, None, :1], 2, axis=1)
+
+    with InferenceEngine(Gated(), max_batch=8, warmup=False) as engine:
+        blocker = engine.submit(MetaObs(state=np.ones(1)))  # holds the worker
+        time.sleep(0.2)
+        good1 = engine.submit(MetaObs(state=np.full(1, 2.0)))
+        bad = engine.submit(MetaObs(state=np.full(1, -1.0)))
+        good2 = engine.submit(MetaObs(state=np.full(1, 3.0)))
+        gate.set()
+        assert blocker.result(5).actions[0, 0, 0] == 1
+        assert good1.result(5).actions[0, 0, 0] == 2 and good2.result(5).actions[0, 0, 0] == 3
+        with pytest.raises(RuntimeError, match="negative state"):
+            bad.result(5)
+    assert calls == [1, 3, 1, 1, 1]  # the stacked pass failed, then each request alone
