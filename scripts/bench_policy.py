@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import resource
 import signal
 import subprocess
@@ -29,6 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_harness import server_argv, start_process, write_result  # noqa: E402
 
 from benchmark.base import MetaObs  # noqa: E402
 from policy_server_ros.engine import InferenceEngine  # noqa: E402
@@ -103,19 +104,9 @@ def run_mode(mode: str, ckpt: Path, device: str, requests: int, clients: int) ->
 def time_to_first_action(ckpt: Path, device: str) -> float:
     """Seconds from launching the server process to the first non-empty reply."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "start_policy_server.py"), "-m",
-                             str(ckpt), "--device", device, "--host", "127.0.0.1", "--port",
-                             "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, port = start_process(server_argv("-m", str(ckpt), "--device", device))
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            match = re.search(r"Policy Server started on .*:(\d+)", line)
-            if match:
-                break
-        else:
-            raise RuntimeError("server exited before listening")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        with PolicyClient("127.0.0.1", int(match.group(1)), read_timeout=600) as client:
+        with PolicyClient("127.0.0.1", port, read_timeout=600) as client:
             reply = client.send_meta_obs(observation(np.random.default_rng(1)))
         assert reply, "empty reply"
         return time.perf_counter() - start
@@ -164,9 +155,7 @@ def main() -> int:
     print(f"start_policy_server.py to first action over TCP (fp32): {first_action_s:.1f} s")
     result = {"rows": rows, "time_to_first_action_s": first_action_s,
               "python": platform.python_version(), "machine": platform.machine()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -17,14 +17,11 @@ server p50 within 1.5x of the floor p50.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +31,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_harness import server_argv, start_process, write_result  # noqa: E402
 
 from benchmark.base import MetaObs  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
@@ -67,17 +66,6 @@ def serve_echo() -> None:
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-
-def start(argv: list[str], pattern: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        match = re.search(pattern, line)
-        if match:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
-            return proc, int(match.group(1))
-    raise RuntimeError(f"{argv} exited before listening (rc={proc.wait()})")
 
 
 def raw_latencies(ports: list[int], payload: bytes, count: int, warmup: int,
@@ -167,10 +155,9 @@ def main() -> int:
                   image=rng.integers(0, 256, (1, 3, 480, 640), dtype=np.uint8),
                   raw_lang="pick up the cube")
     payload = dumps(obs)
-    echo, echo_port = start([sys.executable, __file__, "--serve-echo"], r"echo server on .*:(\d+)")
-    server, port = start([sys.executable, str(ROOT / "start_policy_server.py"), "-m",
-                          "builtin:zero", "--host", "127.0.0.1", "--port", "0"],
-                         r"Policy Server started on .*:(\d+)")
+    echo, echo_port = start_process([sys.executable, __file__, "--serve-echo"],
+                                    r"echo server on .*:(\d+)")
+    server, port = start_process(server_argv("-m", "builtin:zero"))
     try:
         floor, served = map(stats, raw_latencies([echo_port, port], payload, args.requests,
                                                  args.warmup))
@@ -200,9 +187,7 @@ def main() -> int:
     for row in scaling:
         print(f"{row['clients']:<10}{row['req_per_s']:>10.1f}{row['p50_ms']:>9.3f}"
               f"{row['p99_ms']:>9.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 
