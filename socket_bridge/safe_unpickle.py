@@ -173,10 +173,13 @@ _WIRE_TYPES: dict[tuple[str, str], Any] = {
 }
 
 
+_WITH_WIRE_TYPES = {**_ALWAYS_ALLOWED, **_WIRE_TYPES}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, allow_wire_types: bool) -> None:
         super().__init__(file)
-        self._allowed = {**_ALWAYS_ALLOWED, **(_WIRE_TYPES if allow_wire_types else {})}
+        self._allowed = _WITH_WIRE_TYPES if allow_wire_types else _ALWAYS_ALLOWED
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocols 0-2 write Python 2 names (__builtin__.set, copy_reg._reconstructor).
