@@ -1,0 +1,429 @@
+"""The `policy_server` ROS 2 node: sensor topics in, action chunks out, the socket bridge inside.
+
+    policy_server --ros-args --params-file config/server.yaml -p device:=cuda:0
+    python -m policy_server_ros --ros-args -p camera_topics:="[/cam_high/image_raw]"
+
+Subscriptions convert messages (ros_conversions) into the observation assembler; a complete,
+fresh observation goes to the inference engine, never run on an executor thread; the result is
+published from the engine's completion. While inference is busy only the newest observation
+waits, older ones are dropped and counted. The socket bridge shares the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from policy_server_ros.action_messages import action_chunk, joint_trajectory
+from policy_server_ros.checkpoint import CheckpointError
+from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
+from policy_server_ros.example_checkpoint import DEFAULT_PATH, ensure_example_checkpoint
+from policy_server_ros.msg import ActionChunk
+from policy_server_ros.node_parameters import NODE_PARAMETERS, ParamSpec
+from policy_server_ros.normalization import NormalizationError
+from policy_server_ros.observation_assembler import (
+    Assembled,
+    AssemblerConfig,
+    AssemblyError,
+    ObservationAssembler,
+)
+from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
+from policy_server_ros.policies.base import PolicyOutput
+from policy_server_ros.ros_conversions import (
+    ConversionError,
+    JointOrder,
+    compressed_to_chw,
+    depth_to_meters,
+    image_to_chw,
+    pointcloud_xyz,
+    pose_to_vector,
+)
+from socket_bridge.server import PolicySocketServer, ServerConfig
+
+log = logging.getLogger("policy_server_ros.node")
+
+WARN_PERIOD_S = 5.0  # throttle for repeated warnings about the same input
+
+_QOS = {
+    "sensor_data": qos_profile_sensor_data,
+    "reliable": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                           reliability=ReliabilityPolicy.RELIABLE),
+    "latched": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL),
+}
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with these parameters; the message says what to change."""
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    extra = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
+    descriptor = ParameterDescriptor(description=spec.description + extra, read_only=True)
+    if spec.kind is int and spec.min is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.min),
+                                                 to_value=int(spec.max), step=0)]
+    elif spec.kind is float and spec.min is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=spec.min,
+                                                              to_value=spec.max, step=0.0)]
+    return descriptor
+
+
+def _stamp_ns(msg: Any) -> int:
+    stamp = msg.header.stamp
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class _Stats:
+    """Rolling numbers for /diagnostics; written from several threads under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latency_ms: deque[float] = deque(maxlen=200)  # observation stamp -> published
+        self.model_ms: deque[float] = deque(maxlen=200)  # preprocess + forward + postprocess
+        self.published = 0
+        self.dropped = 0
+        self.non_finite = 0
+        self.failures = 0
+        self.bridge_clients = 0
+
+
+class PolicyServerNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__("policy_server", **node_kwargs)
+        self.params = self._declare_parameters()
+        p = self.params
+        self.assembler = ObservationAssembler(self._assembler_config())
+        self.stats = _Stats()
+        self._lock = threading.Lock()
+        self._in_flight = False
+        self._pending: Assembled | None = None
+        self._received_at_last_tick: dict[str, int] = {}
+        self._last_tick = time.monotonic()
+
+        self.engine = self._start_engine()
+        spec = self.engine.policy.spec
+        joint_names = p["action_joint_names"]
+        if joint_names and len(joint_names) != spec.action_dim:
+            self.engine.close()
+            raise StartupError(f"action_joint_names has {len(joint_names)} names but the policy "
+                               f"produces {spec.action_dim}-D actions")
+
+        self._inputs_group = MutuallyExclusiveCallbackGroup()
+        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
+        self.topics: dict[str, str] = {}
+        self._subscribe_inputs()
+        self.chunk_pub = self.create_publisher(ActionChunk, p["action_topic"], 10)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10) \
+            if joint_names else None
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._diagnostics_group)
+        if p["inference_rate"] > 0:
+            self.create_timer(1.0 / p["inference_rate"], self._try_infer,
+                              callback_group=self._inputs_group)
+
+        self.bridge: PolicySocketServer | None = None
+        if p["socket_bridge_enabled"]:
+            self.bridge = PolicySocketServer(self.engine, ServerConfig(
+                host=p["socket_host"], port=p["socket_port"],
+                max_connections=p["socket_max_connections"]))
+            self.bridge.on_client_count = self._set_bridge_clients
+            try:
+                self.bridge.start()
+            except OSError as exc:
+                self.engine.close()
+                raise StartupError(f"socket bridge: {exc}") from exc
+        self.get_logger().info(
+            f"policy_server ready: {p['model_name_or_path']} -> {p['action_topic']} "
+            f"({self.engine.chunk_size} x {spec.action_dim}, {spec.ctrl_space}/{spec.ctrl_type})"
+            f"; inputs: {', '.join(f'{k}={v}' for k, v in self.topics.items())}; socket bridge "
+            + (f"on {self.bridge.address[0]}:{self.bridge.address[1]}" if self.bridge else "off"))
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        values = {}
+        for spec in NODE_PARAMETERS:
+            default = Parameter.Type.STRING_ARRAY if spec.is_list and not spec.default else \
+                spec.default
+            value = self.declare_parameter(spec.name, default, _descriptor(spec)).value
+            if spec.is_list:
+                value = list(value or [])
+            if spec.choices and value not in spec.choices:
+                raise StartupError(f"parameter {spec.name}={value!r} is not one of "
+                                   f"{list(spec.choices)}")
+            values[spec.name] = value
+        return values
+
+    def _assembler_config(self) -> AssemblerConfig:
+        p = self.params
+        try:
+            return AssemblerConfig(
+                cameras=len(p["camera_topics"]), depths=len(p["depth_topics"]),
+                has_joints=bool(p["joint_state_topic"]), has_ee=bool(p["ee_pose_topic"]),
+                has_pointcloud=bool(p["pointcloud_topic"]),
+                has_language=bool(p["language_topic"]), required=tuple(p["required_inputs"]),
+                state_parts=tuple(p["state_inputs"]), slop_s=p["sync_slop"],
+                max_age_s=p["max_observation_age"])
+        except ValueError as exc:
+            raise StartupError(f"inputs: {exc}") from exc
+
+    def _start_engine(self) -> InferenceEngine:
+        p = self.params
+        if p["model_name_or_path"] == str(DEFAULT_PATH):
+            ensure_example_checkpoint(DEFAULT_PATH)
+            self.get_logger().warning("Serving the example checkpoint: its weights are "
+                                      "untrained; its actions are not meant for a real robot.")
+        options = LoadOptions(device=p["device"], dataset_id=p["dataset_id"],
+                              min_std=p["min_std"], precision=p["precision"],
+                              compile=p["compile"])
+        policy = load_policy(p["model_name_or_path"], options)
+        engine = InferenceEngine(policy, chunk_size=p["chunk_size"], max_batch=p["max_batch"])
+        engine.wait_ready()
+        return engine
+
+    def _subscribe_inputs(self) -> None:
+        p = self.params
+        camera_qos, state_qos = _QOS[p["camera_qos"]], _QOS[p["state_qos"]]
+        for i, topic in enumerate(p["camera_topics"]):
+            if topic.endswith("/compressed"):
+                self._subscribe(f"camera/{i}", topic, CompressedImage, compressed_to_chw,
+                                camera_qos)
+            else:
+                self._subscribe(f"camera/{i}", topic, Image, image_to_chw, camera_qos)
+        for i, topic in enumerate(p["depth_topics"]):
+            self._subscribe(f"depth/{i}", topic, Image, depth_to_meters, camera_qos)
+        if p["joint_state_topic"]:
+            order = JointOrder(p["joint_names"])
+            self._subscribe("joints", p["joint_state_topic"], JointState, order.positions,
+                            state_qos)
+        if p["ee_pose_topic"]:
+            self._subscribe("ee", p["ee_pose_topic"], PoseStamped, pose_to_vector, state_qos)
+        if p["pointcloud_topic"]:
+            self._subscribe("pointcloud", p["pointcloud_topic"], PointCloud2, pointcloud_xyz,
+                            state_qos)
+        if p["language_topic"]:
+            self.topics["language"] = p["language_topic"]
+            self.create_subscription(String, p["language_topic"], self._on_language,
+                                     _QOS[p["language_qos"]], callback_group=self._inputs_group)
+
+    def _subscribe(self, name: str, topic: str, msg_type: type, convert: Callable[[Any], Any],
+                   qos: QoSProfile) -> None:
+        self.topics[name] = topic
+        trigger = self.params["inference_rate"] <= 0 and name in \
+            self.assembler.config.required_names()
+
+        def callback(msg: Any) -> None:
+            try:
+                value = convert(msg)
+            except ConversionError as exc:
+                self.get_logger().warning(f"{topic}: skipping message: {exc}",
+                                          throttle_duration_sec=WARN_PERIOD_S)
+                return
+            self.assembler.add(name, _stamp_ns(msg), value, self._now_ns())
+            if trigger:
+                self._try_infer()
+
+        self.create_subscription(msg_type, topic, callback, qos,
+                                 callback_group=self._inputs_group)
+
+    def _on_language(self, msg: String) -> None:
+        self.assembler.add("language", self._now_ns(), msg.data)
+
+    # --- inference ----------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _try_infer(self) -> None:
+        try:
+            assembled = self.assembler.assemble(self._now_ns())
+        except AssemblyError as exc:
+            self.get_logger().warning(f"skipping observation: {exc}",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            return
+        if assembled is not None:
+            self._dispatch(assembled)
+
+    def _dispatch(self, assembled: Assembled) -> None:
+        """Run now if the engine is free; else keep only the newest waiting observation."""
+        with self._lock:
+            if self._in_flight:
+                if self._pending is not None:
+                    with self.stats.lock:
+                        self.stats.dropped += 1
+                self._pending = assembled
+                return
+            self._in_flight = True
+        self._submit(assembled)
+
+    def _submit(self, assembled: Assembled) -> None:
+        try:
+            future = self.engine.submit(assembled.obs)
+        except (EngineBusy, EngineClosed) as exc:
+            self.get_logger().warning(f"observation not run: {exc}",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            self._next()
+            return
+        future.add_done_callback(lambda done: self._on_result(assembled, done))
+
+    def _on_result(self, assembled: Assembled, future: Future) -> None:
+        # Runs on the engine's worker thread: publishing is thread-safe in rclpy.
+        try:
+            self._publish(assembled, future.result())
+        except Exception as exc:
+            with self.stats.lock:
+                self.stats.failures += 1
+            self.get_logger().error(f"inference failed: {exc}",
+                                    throttle_duration_sec=WARN_PERIOD_S)
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+            self._in_flight = pending is not None
+        if pending is not None:
+            self._submit(pending)
+
+    def _publish(self, assembled: Assembled, output: PolicyOutput) -> None:
+        p = self.params
+        actions = output.actions[0]
+        if not np.isfinite(actions).all():
+            with self.stats.lock:
+                self.stats.non_finite += 1
+            self.get_logger().error("policy produced non-finite actions; not published",
+                                    throttle_duration_sec=WARN_PERIOD_S)
+            return
+        self.chunk_pub.publish(action_chunk(
+            actions, output.spec, assembled.stamp_ns, frame_id=p["frame_id"],
+            period_s=p["action_period"], dim_names=p["action_joint_names"]))
+        if self.trajectory_pub is not None:
+            self.trajectory_pub.publish(joint_trajectory(
+                actions, p["action_joint_names"], assembled.stamp_ns, frame_id=p["frame_id"],
+                period_s=p["action_period"]))
+        timings = output.timings_ms
+        with self.stats.lock:
+            self.stats.published += 1
+            self.stats.latency_ms.append((self._now_ns() - assembled.stamp_ns) / 1e6)
+            self.stats.model_ms.append(timings.get("preprocess", 0) + timings.get("forward", 0)
+                                       + timings.get("postprocess", 0))
+
+    # --- diagnostics --------------------------------------------------------------------------
+
+    def _set_bridge_clients(self, count: int) -> None:
+        with self.stats.lock:
+            self.stats.bridge_clients = count
+
+    def _publish_diagnostics(self) -> None:
+        now_ns = self._now_ns()
+        now = time.monotonic()
+        elapsed = max(now - self._last_tick, 1e-3)
+        self._last_tick = now
+        level, problems = DiagnosticStatus.OK, []
+        missing = self.assembler.missing()
+        for name in missing:
+            self.get_logger().warning(f"waiting for {name} on {self.topics.get(name, name)}: no "
+                                      f"message yet; not running inference",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            problems.append(f"no {name}")
+        for name, age in self.assembler.stale_inputs(now_ns):
+            self.get_logger().warning(
+                f"{name} on {self.topics[name]} is {age:.2f} s old (max_observation_age "
+                f"{self.params['max_observation_age']} s); not running inference",
+                throttle_duration_sec=WARN_PERIOD_S)
+            problems.append(f"{name} stale")
+        if problems:
+            level = DiagnosticStatus.WARN
+        values = []
+        with self.stats.lock:
+            latency, model = list(self.stats.latency_ms), list(self.stats.model_ms)
+            counters = {"chunks published": self.stats.published,
+                        "observations dropped (inference busy)": self.stats.dropped,
+                        "non-finite chunks not published": self.stats.non_finite,
+                        "inference failures": self.stats.failures,
+                        "socket bridge clients": self.stats.bridge_clients}
+        for label, series in (("latency stamp->publish", latency), ("model time", model)):
+            if series:
+                values += [KeyValue(key=f"{label} p{q} ms", value=f"{np.percentile(series, q):.1f}")
+                           for q in (50, 99)]
+        values += [KeyValue(key=k, value=str(v)) for k, v in counters.items()]
+        values.append(KeyValue(key="stale observations skipped",
+                               value=str(self.assembler.stale_skipped)))
+        for name, state in self.assembler.inputs.items():
+            before = self._received_at_last_tick.get(name, 0)
+            self._received_at_last_tick[name] = state.received
+            values.append(KeyValue(key=f"{name} rate Hz",
+                                   value=f"{(state.received - before) / elapsed:.1f}"))
+            if state.last_arrival_ns is not None:
+                values.append(KeyValue(key=f"{name} age s",
+                                       value=f"{(now_ns - state.last_arrival_ns) / 1e9:.2f}"))
+        status = DiagnosticStatus(level=level, name="policy_server: inference",
+                                  message="; ".join(problems) or "ok", hardware_id=self.get_name(),
+                                  values=values)
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
+    def close(self) -> None:
+        """Stop the bridge, drain the engine."""
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.engine.close()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args)
+    try:
+        node = PolicyServerNode()
+    except (StartupError, PolicyLoadError, CheckpointError, NormalizationError, ValueError,
+            FileNotFoundError) as exc:
+        rclpy.logging.get_logger("policy_server").error(str(exc))
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # Python logging: the ROS context (and its /rosout publisher) may be shut down already.
+        log.info("shutting down: socket bridge, engine, node")
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

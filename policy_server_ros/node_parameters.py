@@ -1,0 +1,100 @@
+"""The node's parameters: names, defaults, descriptions and ranges, in one table.
+
+node.py declares them from this table (with descriptors), config/server.yaml lists them, and the
+launch file offers the important ones as launch arguments; tests check the three agree.
+No rclpy here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from policy_server_ros.example_checkpoint import DEFAULT_PATH
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    # Python type of the value; needed for empty lists, whose element type cannot be inferred.
+    kind: type = str
+
+    @property
+    def is_list(self) -> bool:
+        return self.kind is list
+
+
+def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
+    kind = kw.pop("kind", type(default))
+    return ParamSpec(name, default, description, kind=kind, **kw)
+
+
+QOS_CHOICES = ("sensor_data", "reliable", "latched")
+
+NODE_PARAMETERS: tuple[ParamSpec, ...] = (
+    # The policy.
+    _p("model_name_or_path", str(DEFAULT_PATH),
+       "checkpoint folder (ILStudio layout) or builtin:zero / builtin:echo; the default example "
+       "checkpoint (untrained) is created on first use"),
+    _p("dataset_id", "", "dataset of normalize.json to use; empty = the first"),
+    _p("chunk_size", 0, "actions per chunk; 0 = config.json's chunk_size (else the whole chunk)",
+       min=0, max=100000),
+    _p("device", "cuda", "cuda, cuda:N or cpu; cuda without a GPU falls back to the CPU"),
+    _p("precision", "fp32", "autocast precision", choices=("fp32", "bf16", "fp16")),
+    _p("compile", False, "torch.compile the model (slow start)"),
+    _p("min_std", 1e-6, "zscore's smallest std (0.01 for checkpoints trained before Nov 2025)",
+       min=1e-12, max=1.0),
+    _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
+       min=1, max=1024),
+    # Inputs.
+    _p("camera_topics", ["/camera/color/image_raw"],
+       "one sensor_msgs/Image topic per model camera, in the model's camera order; a topic "
+       "ending in /compressed is read as sensor_msgs/CompressedImage (jpeg or png)", kind=list),
+    _p("depth_topics", [], "depth sensor_msgs/Image topics (16UC1 mm or 32FC1 m), one per "
+       "depth camera", kind=list),
+    _p("joint_state_topic", "/joint_states", "sensor_msgs/JointState topic; empty = none"),
+    _p("joint_names", [], "joint order of the state vector; empty = the message's own order",
+       kind=list),
+    _p("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose topic; empty = none"),
+    _p("pointcloud_topic", "", "sensor_msgs/PointCloud2 topic (float32 x, y, z); empty = none"),
+    _p("language_topic", "", "std_msgs/String instruction topic (latched); empty = none"),
+    _p("required_inputs", ["cameras", "joints"],
+       "inputs an observation must have: cameras, depth, joints, ee, pointcloud, language",
+       kind=list),
+    _p("state_inputs", ["joints"],
+       "what MetaObs.state concatenates, in order: joints (in joint_names order) and/or ee "
+       "(x, y, z, qx, qy, qz, qw)", kind=list),
+    _p("sync_slop", 0.05, "largest stamp difference (s) between messages of one observation",
+       min=0.0, max=10.0),
+    _p("max_observation_age", 0.5, "observations older than this (s) never trigger inference",
+       min=0.001, max=3600.0),
+    _p("inference_rate", 0.0, "inference rate in Hz; 0 = on every new complete observation",
+       min=0.0, max=1000.0),
+    _p("camera_qos", "sensor_data", "QoS of camera and depth subscriptions",
+       choices=QOS_CHOICES),
+    _p("state_qos", "sensor_data", "QoS of joint state, pose and point cloud subscriptions",
+       choices=QOS_CHOICES),
+    _p("language_qos", "latched", "QoS of the language subscription", choices=QOS_CHOICES),
+    # Outputs.
+    _p("action_topic", "~/action_chunk", "policy_server_ros/ActionChunk output topic"),
+    _p("trajectory_topic", "~/joint_trajectory",
+       "trajectory_msgs/JointTrajectory output topic (published when action_joint_names is set)"),
+    _p("action_joint_names", [],
+       "joint names of the action dimensions; when set, JointTrajectory is published too",
+       kind=list),
+    _p("frame_id", "base_link", "header.frame_id of the published chunks"),
+    _p("action_period", 0.02, "time (s) between consecutive actions of a chunk (ALOHA: 50 Hz)",
+       min=1e-4, max=10.0),
+    # The socket bridge.
+    _p("socket_bridge_enabled", True, "serve the TCP socket protocol from this node too"),
+    _p("socket_host", "0.0.0.0", "socket bridge address"),
+    _p("socket_port", 5000, "socket bridge port", min=0, max=65535),
+    _p("socket_max_connections", 64, "socket bridge connection cap", min=1, max=4096),
+)
+
+BY_NAME = {p.name: p for p in NODE_PARAMETERS}

@@ -1,0 +1,228 @@
+"""Observation assembly: time-synchronized, never stale. No ROS here: the node feeds it converted
+messages with their header stamps, and the rosbag evaluator feeds it the same from a bag.
+
+Inputs are named `camera/<i>`, `depth/<i>`, `joints`, `ee`, `pointcloud` (timed: kept in short
+buffers) and `language` (latched: the latest string holds until replaced). A complete set is one
+message from each required timed input whose stamps lie within `slop` of each other. The newest
+complete set wins, each set is emitted once, and a set older than `max_age` never is. Optional
+inputs join a set when a message within `slop` of it exists.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchmark.base import MetaObs
+
+STATE_PARTS = ("joints", "ee")
+TIMED_KINDS = ("cameras", "depth", "joints", "ee", "pointcloud")
+INPUT_KINDS = (*TIMED_KINDS, "language")
+
+
+class AssemblyError(ValueError):
+    """The synchronized messages do not fit together (e.g. cameras of different sizes)."""
+
+
+@dataclass(frozen=True)
+class AssemblerConfig:
+    """What makes an observation.
+
+    cameras / depths: how many of each (model order); required: kinds that must be present
+    (from INPUT_KINDS); state_parts: what `state` concatenates, in order (from STATE_PARTS);
+    slop_s: largest stamp spread within a set; max_age_s: oldest a set may be when it is used.
+    """
+
+    cameras: int = 1
+    depths: int = 0
+    has_joints: bool = True
+    has_ee: bool = False
+    has_pointcloud: bool = False
+    has_language: bool = False
+    required: tuple[str, ...] = ("cameras", "joints")
+    state_parts: tuple[str, ...] = ("joints",)
+    slop_s: float = 0.05
+    max_age_s: float = 0.5
+    buffer: int = 30
+
+    def __post_init__(self) -> None:
+        present = {"cameras": self.cameras > 0, "depth": self.depths > 0,
+                   "joints": self.has_joints, "ee": self.has_ee,
+                   "pointcloud": self.has_pointcloud, "language": self.has_language}
+        unknown = [k for k in self.required if k not in INPUT_KINDS]
+        if unknown:
+            raise ValueError(f"required inputs {unknown} are not among {list(INPUT_KINDS)}")
+        absent = [k for k in self.required if not present[k]]
+        if absent:
+            raise ValueError(f"required inputs {absent} have no topic configured")
+        bad = [p for p in self.state_parts if p not in STATE_PARTS]
+        if bad:
+            raise ValueError(f"state inputs {bad} are not among {list(STATE_PARTS)}")
+        missing = [p for p in self.state_parts if not present[p]]
+        if missing:
+            raise ValueError(f"state inputs {missing} have no topic configured")
+        if self.slop_s < 0 or self.max_age_s <= 0:
+            raise ValueError("sync slop must be >= 0 and maximum observation age > 0")
+        timed_required = [k for k in self.required if k != "language"]
+        if not timed_required:
+            raise ValueError("at least one timed input (cameras, depth, joints, ee, pointcloud) "
+                             "must be required, or nothing would ever trigger an observation")
+
+    def input_names(self) -> list[str]:
+        names = [f"camera/{i}" for i in range(self.cameras)]
+        names += [f"depth/{i}" for i in range(self.depths)]
+        names += [n for n, on in (("joints", self.has_joints), ("ee", self.has_ee),
+                                  ("pointcloud", self.has_pointcloud),
+                                  ("language", self.has_language)) if on]
+        return names
+
+    def required_names(self) -> list[str]:
+        """Required timed inputs, by name (language is checked separately)."""
+        return [n for n in self.input_names() if _kind(n) in self.required and n != "language"]
+
+
+def _kind(name: str) -> str:
+    return {"camera": "cameras", "depth": "depth"}.get(name.split("/", maxsplit=1)[0], name)
+
+
+@dataclass
+class Assembled:
+    """One observation: the MetaObs, its stamp (the newest message in the set) and the stamps
+    of the messages it was built from."""
+
+    obs: MetaObs
+    stamp_ns: int
+    input_stamps_ns: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class InputState:
+    buffer: deque = field(default_factory=deque)
+    received: int = 0
+    last_arrival_ns: int | None = None
+
+
+class ObservationAssembler:
+    """Not thread-safe: the node calls it from one callback group."""
+
+    def __init__(self, config: AssemblerConfig) -> None:
+        self.config = config
+        self.inputs = {name: InputState(deque(maxlen=config.buffer))
+                       for name in config.input_names()}
+        self.language: str | None = None
+        self.timestep = 0
+        self._last_emitted_ns = -1
+        self.stale_skipped = 0
+
+    def add(self, name: str, stamp_ns: int, value: Any, arrival_ns: int | None = None) -> None:
+        """Record a converted message. `language` values are strings and are latched."""
+        state = self.inputs[name]
+        state.received += 1
+        state.last_arrival_ns = arrival_ns if arrival_ns is not None else stamp_ns
+        if name == "language":
+            self.language = str(value)
+            return
+        buffer = state.buffer
+        if buffer and stamp_ns < buffer[-1][0]:  # out of order: keep the buffer sorted
+            items = sorted([*buffer, (stamp_ns, value)], key=lambda item: item[0])
+            buffer.clear()
+            buffer.extend(items[-buffer.maxlen:])
+        else:
+            buffer.append((stamp_ns, value))
+
+    def missing(self) -> list[str]:
+        """Required inputs that have never delivered a message."""
+        names = self.config.required_names()
+        if "language" in self.config.required and self.language is None:
+            names = [*names, "language"]
+        return [n for n in names if n == "language" or not self.inputs[n].buffer]
+
+    def assemble(self, now_ns: int) -> Assembled | None:
+        """The newest complete, fresh set not emitted before, as an observation; else None.
+
+        Raises AssemblyError when the newest set's messages cannot be combined (the set is
+        consumed, so the next call moves on)."""
+        if self.missing():
+            return None
+        chosen = self._newest_set()
+        if chosen is None:
+            return None
+        stamps = {name: stamp for name, (stamp, _) in chosen.items()}
+        if now_ns - min(stamps.values()) > self.config.max_age_s * 1e9:
+            self.stale_skipped += 1
+            return None
+        self._last_emitted_ns = max(stamps.values())
+        obs = self._build(chosen)
+        self.timestep += 1
+        return Assembled(obs, max(stamps.values()), stamps)
+
+    def stale_inputs(self, now_ns: int) -> list[tuple[str, float]]:
+        """Required inputs whose newest message is older than max_age: (name, age in s)."""
+        limit = self.config.max_age_s
+        out = []
+        for name in self.config.required_names():
+            buffer = self.inputs[name].buffer
+            if buffer:
+                age = (now_ns - buffer[-1][0]) / 1e9
+                if age > limit:
+                    out.append((name, age))
+        return out
+
+    def _newest_set(self) -> dict[str, tuple[int, Any]] | None:
+        cfg = self.config
+        required = cfg.required_names()
+        slop = int(cfg.slop_s * 1e9)
+        # The bottleneck: the required input whose newest message is the oldest.
+        reference = min(required, key=lambda n: self.inputs[n].buffer[-1][0])
+        for stamp, value in reversed(self.inputs[reference].buffer):
+            if stamp <= self._last_emitted_ns:
+                return None
+            chosen = {reference: (stamp, value)}
+            for name in required:
+                if name != reference:
+                    match = _nearest(self.inputs[name].buffer, stamp)
+                    if abs(match[0] - stamp) > slop:
+                        break
+                    chosen[name] = match
+            else:
+                if max(s for s, _ in chosen.values()) <= self._last_emitted_ns:
+                    return None
+                for name in self.config.input_names():
+                    if name not in chosen and name != "language" and self.inputs[name].buffer:
+                        match = _nearest(self.inputs[name].buffer, stamp)
+                        if abs(match[0] - stamp) <= slop:
+                            chosen[name] = match
+                return chosen
+        return None
+
+    def _build(self, chosen: dict[str, tuple[int, Any]]) -> MetaObs:
+        cfg = self.config
+        values = {name: value for name, (_, value) in chosen.items()}
+        image = _stack([values.get(f"camera/{i}") for i in range(cfg.cameras)], "camera")
+        depth = _stack([values.get(f"depth/{i}") for i in range(cfg.depths)], "depth")
+        joints, ee = values.get("joints"), values.get("ee")
+        parts = [values.get(p) for p in cfg.state_parts]
+        state = np.concatenate(parts).astype(np.float32) if all(
+            p is not None for p in parts) and parts else None
+        return MetaObs(state=state, state_joint=joints, state_ee=ee, image=image, depth=depth,
+                       pc=values.get("pointcloud"), raw_lang=self.language or "",
+                       timestep=self.timestep)
+
+
+def _nearest(buffer: Iterable[tuple[int, Any]], stamp: int) -> tuple[int, Any]:
+    return min(buffer, key=lambda item: abs(item[0] - stamp))
+
+
+def _stack(arrays: Sequence[np.ndarray | None], what: str) -> np.ndarray | None:
+    present = [a for a in arrays if a is not None]
+    if not present or len(present) < len(arrays):
+        return None  # an optional kind that is not complete in this set
+    shapes = {a.shape for a in present}
+    if len(shapes) > 1:
+        raise AssemblyError(f"{what} images have different sizes {sorted(shapes)}; all cameras "
+                            f"of a model must deliver the same size")
+    return np.stack(present)
