@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import rclpy
 import rclpy.executors
+from conftest import PYTHON, ServerProcess
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 
-from conftest import PYTHON, ServerProcess
 from policy_server_ros.action_messages import stamp_msg
 
 JOINTS = [f"joint{i}" for i in range(14)]
@@ -36,9 +36,13 @@ def ros_env(domain: int) -> dict[str, str]:
     return env
 
 
-def start_node(domain: int, params: dict[str, Any], cwd: Path | None = None) -> ServerProcess:
-    """`python -m policy_server_ros` with `-p name:=value` for each of `params`."""
+def start_node(domain: int, params: dict[str, Any], cwd: Path | None = None,
+               params_file: Path | None = None) -> ServerProcess:
+    """`python -m policy_server_ros` with `-p name:=value` for each of `params`, after
+    `--params-file` when given."""
     argv = [PYTHON, "-m", "policy_server_ros", "--ros-args"]
+    if params_file is not None:
+        argv += ["--params-file", str(params_file)]
     for name, value in params.items():
         if isinstance(value, list):
             value = "[" + ",".join(map(str, value)) + "]"

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Node benchmark: latency from image stamp to published chunk, drops, and the node's CPU use.
+
+    .venv/bin/python scripts/bench_node.py              # writes results/bench_node.json
+
+A synthetic robot in this process publishes two 480x640 rgb8 cameras and a 14-joint state at
+30 Hz (same stamp per frame) to `policy_server` running in a child process, and receives its
+ActionChunks. For each policy (builtin:zero, zero cost; the example ACT on the CPU), it reports
+the latency from the observation's stamp to the chunk's arrival, p50 and p99, the same minus the
+model's own time (the node's overhead; the model time is the node's /diagnostics figure), the
+observations dropped because inference was busy, and the node's CPU use.
+Fast DDS carries the images over shared memory (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", "201")
+
+import rclpy
+import rclpy.executors
+from bench_harness import ROOT, write_result
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+
+sys.path.insert(0, str(ROOT))
+from policy_server_ros.msg import ActionChunk
+
+from policy_server_ros.action_messages import stamp_msg
+from policy_server_ros.example_checkpoint import ensure_example_checkpoint
+
+JOINTS = [f"joint{i}" for i in range(14)]
+CAMERAS = ["/cam_high/image_raw", "/cam_wrist/image_raw"]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(policy: str, seconds: float, rate: float) -> dict:
+    node_proc = subprocess.Popen(
+        [sys.executable, "-m", "policy_server_ros", "--ros-args", "-p",
+         f"model_name_or_path:={policy}", "-p", "device:=cpu", "-p",
+         f"camera_topics:=[{','.join(CAMERAS)}]", "-p", f"joint_names:=[{','.join(JOINTS)}]",
+         "-p", "socket_bridge_enabled:=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert node_proc.stdout is not None
+    for line in node_proc.stdout:
+        if "policy_server ready" in line:
+            break
+    else:
+        raise RuntimeError("node exited before it was ready")
+    threading.Thread(target=node_proc.stdout.read, daemon=True).start()
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("bench_robot", context=context)
+    arrivals: list[tuple[int, int]] = []  # (observation stamp, arrival) in ns
+    diagnostics: list[DiagnosticArray] = []
+    node.create_subscription(ActionChunk, "/policy_server/action_chunk", lambda m: arrivals.append(
+        (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.time_ns())), 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    cams = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in CAMERAS]
+    joints = node.create_publisher(JointState, "/joint_states", 10)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    while any(p.get_subscription_count() == 0 for p in [*cams, joints]):
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+    pixels = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8).tobytes()
+    frames = int(seconds * rate)
+    cpu_start, wall_start = cpu_seconds(node_proc.pid), time.monotonic()
+    next_time = time.monotonic()
+    for i in range(frames):
+        stamp = time.time_ns()
+        for pub in cams:
+            image = Image(height=480, width=640, encoding="rgb8", step=1920, data=pixels)
+            image.header.stamp = stamp_msg(stamp)
+            pub.publish(image)
+        state = JointState(name=JOINTS, position=[0.01 * i] * 14)
+        state.header.stamp = stamp_msg(stamp)
+        joints.publish(state)
+        next_time += 1 / rate
+        time.sleep(max(0.0, next_time - time.monotonic()))
+    time.sleep(1.5)
+    cpu = (cpu_seconds(node_proc.pid) - cpu_start) / (time.monotonic() - wall_start)
+    time.sleep(1.0)  # one more diagnostics message after the last chunk
+
+    executor.shutdown(timeout_sec=5)
+    spinner.join(5)
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+    node_proc.send_signal(signal.SIGINT)
+    node_proc.wait(30)
+
+    values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+    latency = np.array([(arrival - stamp) / 1e6 for stamp, arrival in arrivals])
+    model_p50 = float(values.get("model time p50 ms", "nan"))
+    return {
+        "policy": policy, "frames_published": frames, "chunks_received": len(arrivals),
+        "latency_p50_ms": float(np.percentile(latency, 50)),
+        "latency_p99_ms": float(np.percentile(latency, 99)),
+        "model_time_p50_ms": model_p50,
+        "overhead_p50_ms": float(np.percentile(latency, 50)) - model_p50,
+        "overhead_p99_ms": float(np.percentile(latency, 99)) - model_p50,
+        "dropped_observations": int(values.get("observations dropped (inference busy)", -1)),
+        "stale_skipped": int(values.get("stale observations skipped", -1)),
+        "node_cpu_percent": 100 * cpu,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--policies", nargs="+",
+                        default=["builtin:zero", "ckpt/act_sim_transfer_cube_scripted_zscore_example"])
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_node.json")
+    args = parser.parse_args()
+    if any("example" in p for p in args.policies):
+        ensure_example_checkpoint(ROOT / "ckpt" / "act_sim_transfer_cube_scripted_zscore_example")
+    rows = [run(policy, args.seconds, args.rate) for policy in args.policies]
+    print(f"two 480x640 rgb8 cameras + joint state at {args.rate:g} Hz for {args.seconds:g} s")
+    print(f"{'policy':<22}{'chunks':>8}{'p50 ms':>8}{'p99 ms':>8}{'model':>8}{'ovh p50':>9}"
+          f"{'ovh p99':>9}{'dropped':>9}{'CPU %':>7}")
+    for r in rows:
+        name = "example ACT" if "example" in r["policy"] else r["policy"]
+        print(f"{name:<22}{r['chunks_received']:>4}/{r['frames_published']:<3}"
+              f"{r['latency_p50_ms']:>8.1f}{r['latency_p99_ms']:>8.1f}"
+              f"{r['model_time_p50_ms']:>8.1f}{r['overhead_p50_ms']:>9.1f}"
+              f"{r['overhead_p99_ms']:>9.1f}{r['dropped_observations']:>9}"
+              f"{r['node_cpu_percent']:>7.0f}")
+    write_result(args.out, {"rows": rows, "rate_hz": args.rate, "seconds": args.seconds,
+                            "transport": os.environ["FASTDDS_BUILTIN_TRANSPORTS"],
+                            "python": platform.python_version()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

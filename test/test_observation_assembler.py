@@ -1,0 +1,111 @@
+"""Time synchronization, staleness and the newest-wins rule of observation assembly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policy_server_ros.observation_assembler import (
+    AssemblerConfig,
+    AssemblyError,
+    ObservationAssembler,
+)
+
+MS = 1_000_000
+IMG = np.zeros((3, 4, 5), np.uint8)
+
+
+def _assembler(**kw) -> ObservationAssembler:
+    return ObservationAssembler(AssemblerConfig(**{"slop_s": 0.01, "max_age_s": 0.5, **kw}))
+
+
+def test_a_complete_set_within_slop_becomes_one_observation() -> None:
+    a = _assembler()
+    a.add("camera/0", 1000 * MS, IMG)
+    assert a.assemble(1001 * MS) is None and a.missing() == ["joints"]
+    a.add("joints", 1005 * MS, np.arange(3, dtype=np.float32))
+    out = a.assemble(1010 * MS)
+    assert out is not None and out.stamp_ns == 1005 * MS
+    assert out.obs.image.shape == (1, 3, 4, 5) and out.obs.state.tolist() == [0, 1, 2]
+    assert out.obs.timestep == 0 and out.input_stamps_ns == {"camera/0": 1000 * MS,
+                                                             "joints": 1005 * MS}
+    assert a.assemble(1011 * MS) is None  # each set once
+
+
+def test_messages_further_apart_than_slop_do_not_pair() -> None:
+    a = _assembler()
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 1020 * MS, np.zeros(3))
+    assert a.assemble(1030 * MS) is None
+
+
+def test_the_newest_complete_set_wins() -> None:
+    a = _assembler()
+    for t in (100, 133, 166, 200):
+        a.add("camera/0", t * MS, IMG + t % 256)
+        a.add("joints", (t + 2) * MS, np.full(3, t, np.float32))
+    out = a.assemble(210 * MS)
+    assert out.obs.state[0] == 200 and out.obs.image[0, 0, 0, 0] == 200 % 256
+    assert a.assemble(211 * MS) is None
+
+
+def test_stale_sets_never_trigger_and_are_reported() -> None:
+    a = _assembler(max_age_s=0.1)
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 1000 * MS, np.zeros(3))
+    assert a.assemble(1200 * MS) is None and a.stale_skipped == 1
+    assert [name for name, _ in a.stale_inputs(1200 * MS)] == ["camera/0", "joints"]
+
+
+def test_a_lagging_camera_pairs_with_the_matching_older_joint_state() -> None:
+    a = _assembler(slop_s=0.005)
+    for t in range(100, 200, 10):
+        a.add("joints", t * MS, np.full(3, t, np.float32))
+    a.add("camera/0", 151 * MS, IMG)  # the bottleneck input decides the set
+    out = a.assemble(200 * MS)
+    assert out.obs.state[0] == 150 and out.stamp_ns == 151 * MS
+
+
+def test_state_concatenates_in_the_configured_order_and_language_is_latched() -> None:
+    a = _assembler(has_ee=True, has_language=True, required=("cameras", "joints", "ee"),
+                   state_parts=("ee", "joints"))
+    a.add("language", 1 * MS, "pick up the cube")
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 1000 * MS, np.array([1, 2], np.float32))
+    a.add("ee", 1000 * MS, np.array([9, 8, 7, 0, 0, 0, 1], np.float32))
+    out = a.assemble(1000 * MS)
+    assert out.obs.state.tolist() == [9, 8, 7, 0, 0, 0, 1, 1, 2]
+    assert out.obs.raw_lang == "pick up the cube"
+    a.add("camera/0", 1100 * MS, IMG)
+    a.add("joints", 1100 * MS, np.array([1, 2], np.float32))
+    a.add("ee", 1100 * MS, np.zeros(7, np.float32))
+    second = a.assemble(1100 * MS)
+    assert second.obs.raw_lang == "pick up the cube" and second.obs.timestep == 1
+
+
+def test_required_language_must_have_arrived() -> None:
+    a = _assembler(has_language=True, required=("cameras", "joints", "language"))
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 1000 * MS, np.zeros(3))
+    assert a.assemble(1000 * MS) is None and a.missing() == ["language"]
+
+
+def test_cameras_of_different_sizes_are_an_error() -> None:
+    a = _assembler(cameras=2)
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("camera/1", 1000 * MS, np.zeros((3, 8, 8), np.uint8))
+    a.add("joints", 1000 * MS, np.zeros(3))
+    with pytest.raises(AssemblyError, match="different sizes"):
+        a.assemble(1000 * MS)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"required": ("cameras", "lidar")}, "not among"),
+    ({"required": ("cameras", "ee")}, "no topic configured"),
+    ({"state_parts": ("ee",)}, "state inputs .* have no topic"),
+    ({"required": ()}, "at least one timed input"),
+    ({"max_age_s": 0}, "maximum observation age"),
+])
+def test_configuration_errors(kw, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        AssemblerConfig(**kw)
