@@ -107,7 +107,7 @@ class InputState:
 
 
 class ObservationAssembler:
-    """Not thread-safe: the node calls it from one callback group."""
+    """Not thread-safe: the node calls it from its single executor thread."""
 
     def __init__(self, config: AssemblerConfig) -> None:
         self.config = config

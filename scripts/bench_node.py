@@ -9,7 +9,7 @@ ActionChunks. For each policy (builtin:zero, zero cost; the example ACT on the C
 the latency from the observation's stamp to the chunk's arrival, p50 and p99, the same minus the
 model's own time (the node's overhead; the model time is the node's /diagnostics figure), the
 observations dropped because inference was busy, and the node's CPU use.
-Fast DDS carries the images over shared memory (FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA).
+Fast DDS carries the images over shared memory with config/fastdds_large_shm.xml (16 MiB segment).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(
+    Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", "201")
 
@@ -41,10 +42,12 @@ sys.path.insert(0, str(ROOT))
 from policy_server_ros.msg import ActionChunk
 
 from policy_server_ros.action_messages import stamp_msg
-from policy_server_ros.example_checkpoint import ensure_example_checkpoint
+from policy_server_ros.example_checkpoint import write_example_checkpoint
+from policy_server_ros.policies.act.config import ACTConfig
 
 JOINTS = [f"joint{i}" for i in range(14)]
 CAMERAS = ["/cam_high/image_raw", "/cam_wrist/image_raw"]
+TWO_CAMERA_ACT = ROOT / "ckpt" / "act_example_two_cameras"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -65,7 +68,8 @@ def run(policy: str, seconds: float, rate: float) -> dict:
             break
     else:
         raise RuntimeError("node exited before it was ready")
-    threading.Thread(target=node_proc.stdout.read, daemon=True).start()
+    node_log: list[str] = []
+    threading.Thread(target=lambda: node_log.extend(node_proc.stdout), daemon=True).start()
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -112,6 +116,8 @@ def run(policy: str, seconds: float, rate: float) -> dict:
     node_proc.wait(30)
 
     values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+    if not arrivals:
+        raise RuntimeError(f"no chunk arrived from {policy}; node log:\n" + "".join(node_log))
     latency = np.array([(arrival - stamp) / 1e6 for stamp, arrival in arrivals])
     model_p50 = float(values.get("model time p50 ms", "nan"))
     return {
@@ -124,6 +130,8 @@ def run(policy: str, seconds: float, rate: float) -> dict:
         "dropped_observations": int(values.get("observations dropped (inference busy)", -1)),
         "stale_skipped": int(values.get("stale observations skipped", -1)),
         "node_cpu_percent": 100 * cpu,
+        "inputs_received": {k[: -len(" received")]: int(v) for k, v in values.items()
+                            if k.endswith(" received")},
     }
 
 
@@ -131,25 +139,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--policies", nargs="+",
-                        default=["builtin:zero", "ckpt/act_sim_transfer_cube_scripted_zscore_example"])
+    parser.add_argument("--policies", nargs="+", default=["builtin:zero", str(TWO_CAMERA_ACT)],
+                        help="builtin:zero and a full-size two-camera example ACT (created)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_node.json")
     args = parser.parse_args()
-    if any("example" in p for p in args.policies):
-        ensure_example_checkpoint(ROOT / "ckpt" / "act_sim_transfer_cube_scripted_zscore_example")
+    if str(TWO_CAMERA_ACT) in args.policies and \
+            not (TWO_CAMERA_ACT / "model.safetensors").exists():
+        write_example_checkpoint(TWO_CAMERA_ACT, ACTConfig(camera_names=("high", "wrist")))
     rows = [run(policy, args.seconds, args.rate) for policy in args.policies]
     print(f"two 480x640 rgb8 cameras + joint state at {args.rate:g} Hz for {args.seconds:g} s")
     print(f"{'policy':<22}{'chunks':>8}{'p50 ms':>8}{'p99 ms':>8}{'model':>8}{'ovh p50':>9}"
           f"{'ovh p99':>9}{'dropped':>9}{'CPU %':>7}")
     for r in rows:
-        name = "example ACT" if "example" in r["policy"] else r["policy"]
+        name = "example ACT, 2 cams" if "example" in r["policy"] else r["policy"]
         print(f"{name:<22}{r['chunks_received']:>4}/{r['frames_published']:<3}"
               f"{r['latency_p50_ms']:>8.1f}{r['latency_p99_ms']:>8.1f}"
               f"{r['model_time_p50_ms']:>8.1f}{r['overhead_p50_ms']:>9.1f}"
               f"{r['overhead_p99_ms']:>9.1f}{r['dropped_observations']:>9}"
               f"{r['node_cpu_percent']:>7.0f}")
     write_result(args.out, {"rows": rows, "rate_hz": args.rate, "seconds": args.seconds,
-                            "transport": os.environ["FASTDDS_BUILTIN_TRANSPORTS"],
+                            "fastdds_profile": os.environ["FASTDDS_DEFAULT_PROFILES_FILE"],
                             "python": platform.python_version()})
     return 0
 

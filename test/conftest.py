@@ -27,10 +27,11 @@ from socket_bridge.server import PolicySocketServer, ServerConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # ROS 2 tests stay on this machine and keep their logs out of ~/.ros. With Fast DDS's default
-# transports, best-effort (sensor-data QoS) image streams lose messages under load; LARGE_DATA
-# (bigger shared-memory segments) is what the README recommends for cameras, so tests use it.
+# 512 KiB shared-memory segment, best-effort (sensor-data QoS) image streams lose most frames;
+# tests use the profile the README recommends for cameras (a 16 MiB segment).
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
+                      str(REPO_ROOT / "config" / "fastdds_large_shm.xml"))
 os.environ.setdefault("ROS_LOG_DIR",
                       str(Path(tempfile.gettempdir()) / "policy_server_ros_test_logs"))
 PYTHON = sys.executable

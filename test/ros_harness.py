@@ -3,6 +3,7 @@ this process, the node under test in a child process, each test on its own ROS d
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -45,10 +46,12 @@ def start_node(domain: int, params: dict[str, Any], cwd: Path | None = None,
         argv += ["--params-file", str(params_file)]
     for name, value in params.items():
         if isinstance(value, list):
-            value = "[" + ",".join(map(str, value)) + "]"
+            text = "[" + ",".join(map(str, value)) + "]"
         elif isinstance(value, bool):
-            value = str(value).lower()
-        argv += ["-p", f"{name}:={value}"]
+            text = str(value).lower()
+        else:
+            text = str(value)
+        argv += ["-p", f"{name}:={text}"]
     return ServerProcess(argv, cwd=cwd, env=ros_env(domain))
 
 
@@ -90,10 +93,8 @@ class SyntheticRobot:
         self._spinner.start()
 
     def _spin(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # shut down underneath us
             self.executor.spin()
-        except Exception:  # shut down underneath us
-            pass
 
     def listen(self, topic: str, msg_type: type, qos: Any = 10) -> list[Any]:
         """Start recording `topic`; the returned list fills as messages arrive."""

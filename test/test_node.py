@@ -87,7 +87,8 @@ def test_chunks_arrive_stamped_with_the_observation_time(session_factory, tmp_pa
         assert chunk.period.nanosec == 20_000_000 and np.isfinite(chunk_to_array(chunk)).all()
     assert len({_stamp(c) for c in s.chunks}) == len(s.chunks)  # one chunk per observation
     assert s.close() == 0
-    s.node.wait_for(rf"inputs: {', '.join(f'camera/{i}=/cam{i}/image_raw' for i in range(cameras))}")
+    inputs = ", ".join(f"camera/{i}=/cam{i}/image_raw" for i in range(cameras))
+    s.node.wait_for(rf"inputs: {inputs}")
 
 
 def test_bgr8_and_rgb8_of_the_same_picture_give_the_same_actions(session_factory,
@@ -223,3 +224,12 @@ def test_the_parameter_yaml_loads_into_the_node(tmp_path) -> None:
                   r"ee=/ee_pose; socket bridge off", timeout=90)
     time.sleep(1.0)
     assert node.stop(signal.SIGINT) == 0
+
+
+def test_camera_topics_must_match_the_policys_cameras(tmp_path) -> None:
+    ckpt = small_checkpoint(tmp_path / "act", cameras=2)
+    node = start_node(next_domain(), {"model_name_or_path": str(ckpt), "device": "cpu",
+                                      "camera_topics": ["/only/one"]})
+    assert node.proc.wait(60) == 2
+    node.wait_for(r"camera_topics has 1 topics but the policy was trained with 2 camera\(s\) "
+                  r"\['primary', 'wrist'\]")

@@ -62,6 +62,8 @@ class Policy(ABC):
     spec: ActionSpec
     # Actions per reply when the command line does not say (None: the whole chunk).
     default_reply_steps: int | None = None
+    # Cameras the policy was trained with, in order (None: it takes any number, or none).
+    camera_names: tuple[str, ...] | None = None
 
     def preprocess(self, batch: MetaObs) -> Any:
         return batch

@@ -36,6 +36,7 @@ class ACTPolicy(Policy):
                                gripper_continuous=bool(config.extra.get("gripper_continuous",
                                                                         False)))
         self.default_reply_steps = reply_steps
+        self.camera_names = config.camera_names
         model = model.eval().to(device, memory_format=torch.channels_last)
         self.model = torch.compile(model) if options.compile else model
 
