@@ -349,18 +349,20 @@ class PolicyServerNode(Node):
         elapsed = max(now - self._last_tick, 1e-3)
         self._last_tick = now
         level, problems = DiagnosticStatus.OK, []
+        # One line per condition (rclpy throttles per call site): all inputs named at once.
         missing = self.assembler.missing()
-        for name in missing:
-            self.get_logger().warning(f"waiting for {name} on {self.topics.get(name, name)}: no "
-                                      f"message yet; not running inference",
-                                      throttle_duration_sec=WARN_PERIOD_S)
-            problems.append(f"no {name}")
-        for name, age in self.assembler.stale_inputs(now_ns):
+        if missing:
             self.get_logger().warning(
-                f"{name} on {self.topics[name]} is {age:.2f} s old (max_observation_age "
-                f"{self.params['max_observation_age']} s); not running inference",
-                throttle_duration_sec=WARN_PERIOD_S)
-            problems.append(f"{name} stale")
+                "waiting for " + ", ".join(f"{n} on {self.topics.get(n, n)}" for n in missing)
+                + ": no message yet; not running inference", throttle_duration_sec=WARN_PERIOD_S)
+            problems += [f"no {name}" for name in missing]
+        stale = self.assembler.stale_inputs(now_ns)
+        if stale:
+            self.get_logger().warning(
+                ", ".join(f"{n} on {self.topics[n]} is {age:.2f} s old" for n, age in stale)
+                + f" (max_observation_age {self.params['max_observation_age']} s); not running "
+                  f"inference", throttle_duration_sec=WARN_PERIOD_S)
+            problems += [f"{name} stale" for name, _ in stale]
         if problems:
             level = DiagnosticStatus.WARN
         values = []
