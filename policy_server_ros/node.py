@@ -317,6 +317,10 @@ class PolicyServerNode(Node):
     def _publish(self, assembled: Assembled, output: PolicyOutput) -> None:
         p = self.params
         actions = output.actions[0]
+        timings = output.timings_ms
+        with self.stats.lock:
+            self.stats.model_ms.append(timings.get("preprocess", 0) + timings.get("forward", 0)
+                                       + timings.get("postprocess", 0))
         if not np.isfinite(actions).all():
             with self.stats.lock:
                 self.stats.non_finite += 1
@@ -330,12 +334,9 @@ class PolicyServerNode(Node):
             self.trajectory_pub.publish(joint_trajectory(
                 actions, p["action_joint_names"], assembled.stamp_ns, frame_id=p["frame_id"],
                 period_s=p["action_period"]))
-        timings = output.timings_ms
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latency_ms.append((self._now_ns() - assembled.stamp_ns) / 1e6)
-            self.stats.model_ms.append(timings.get("preprocess", 0) + timings.get("forward", 0)
-                                       + timings.get("postprocess", 0))
 
     # --- diagnostics --------------------------------------------------------------------------
 

@@ -233,3 +233,30 @@ def test_camera_topics_must_match_the_policys_cameras(tmp_path) -> None:
     assert node.proc.wait(60) == 2
     node.wait_for(r"camera_topics has 1 topics but the policy was trained with 2 camera\(s\) "
                   r"\['primary', 'wrist'\]")
+
+
+def test_non_finite_actions_are_never_published_and_are_counted(session_factory,
+                                                                 tmp_path) -> None:
+    import torch
+    from diagnostic_msgs.msg import DiagnosticArray
+    from safetensors.torch import load_file, save_file
+
+    ckpt = small_checkpoint(tmp_path / "act")
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    tensors["model.action_head.bias"][3] = torch.nan  # one action dimension becomes NaN
+    save_file(tensors, str(ckpt / "model.safetensors"))
+    s = session_factory({"model_name_or_path": str(ckpt)}, ["/cam/image_raw"])
+    diagnostics = s.robot.listen("/diagnostics", DiagnosticArray)
+    s.frames(10, rate=10)
+    assert s.robot.wait_until(lambda: any(
+        kv.key == "non-finite chunks not published" and int(kv.value) >= 5
+        for d in diagnostics for kv in d.status[0].values), timeout=5)
+    assert s.chunks == []
+    assert s.close() == 0
+    assert any("policy produced non-finite actions; not published" in line
+               for line in s.node.lines)
+    status = diagnostics[-1].status[0]
+    assert status.name == "policy_server: inference"
+    keys = {kv.key for kv in status.values}
+    assert {"model time p50 ms", "camera/0 rate Hz", "joints age s",
+            "observations dropped (inference busy)", "socket bridge clients"} <= keys
