@@ -63,11 +63,13 @@ from policy_server_ros.ros_conversions import (
     pointcloud_xyz,
     pose_to_vector,
 )
+from socket_bridge import auth
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
 log = logging.getLogger("policy_server_ros.node")
 
 WARN_PERIOD_S = 5.0  # throttle for repeated warnings about the same input
+MAX_BRIDGE_RESTARTS = 3  # then the node exits non-zero: something is wrong with the host
 
 _QOS = {
     "sensor_data": qos_profile_sensor_data,
@@ -125,6 +127,8 @@ class PolicyServerNode(Node):
         self._in_flight = False
         self._pending: Assembled | None = None
         self._received_at_last_tick: dict[str, int] = {}
+        self.bridge_restarts = 0
+        self.exit_code = 0
         self._last_tick = time.monotonic()
 
         self.engine = self._start_engine()
@@ -153,13 +157,9 @@ class PolicyServerNode(Node):
 
         self.bridge: PolicySocketServer | None = None
         if p["socket_bridge_enabled"]:
-            self.bridge = PolicySocketServer(self.engine, ServerConfig(
-                host=p["socket_host"], port=p["socket_port"],
-                max_connections=p["socket_max_connections"]))
-            self.bridge.on_client_count = self._set_bridge_clients
             try:
-                self.bridge.start()
-            except OSError as exc:
+                self.bridge = self._start_bridge()
+            except (OSError, ValueError) as exc:
                 self.engine.close()
                 raise StartupError(f"socket bridge: {exc}") from exc
         self.get_logger().info(
@@ -169,6 +169,17 @@ class PolicyServerNode(Node):
             + (f"on {self.bridge.address[0]}:{self.bridge.address[1]}" if self.bridge else "off"))
 
     # --- set-up -------------------------------------------------------------------------------
+
+    def _start_bridge(self, port: int | None = None) -> PolicySocketServer:
+        p = self.params
+        bridge = PolicySocketServer(self.engine, ServerConfig(
+            host=p["socket_host"], port=p["socket_port"] if port is None else port,
+            max_connections=p["socket_max_connections"],
+            inference_timeout=p["socket_inference_timeout"],
+            auth_token=auth.load_token(p["socket_auth_token_file"])))
+        bridge.on_client_count = self._set_bridge_clients
+        bridge.start()
+        return bridge
 
     def _declare_parameters(self) -> dict[str, Any]:
         values = {}
@@ -344,7 +355,30 @@ class PolicyServerNode(Node):
         with self.stats.lock:
             self.stats.bridge_clients = count
 
+    def _check_bridge(self) -> None:
+        """The bridge's accept thread can die (its listening socket broken underneath it). The
+        node restarts it on the same port, up to MAX_BRIDGE_RESTARTS times, then exits 1."""
+        if self.bridge is None or self.bridge.is_alive:
+            return
+        port = self.bridge.address[1]
+        self.bridge.stop()
+        if self.bridge_restarts >= MAX_BRIDGE_RESTARTS:
+            log.critical("socket bridge died again after %d restarts; shutting the node down",
+                         self.bridge_restarts)
+            self.bridge = None
+            self.exit_code = 1
+            self.context.try_shutdown()
+            return
+        self.bridge_restarts += 1
+        log.error("socket bridge stopped accepting connections; restarting it on port %d "
+                  "(restart %d of at most %d)", port, self.bridge_restarts, MAX_BRIDGE_RESTARTS)
+        try:
+            self.bridge = self._start_bridge(port)
+        except OSError as exc:
+            log.error("socket bridge restart failed: %s", exc)
+
     def _publish_diagnostics(self) -> None:
+        self._check_bridge()
         now_ns = self._now_ns()
         now = time.monotonic()
         elapsed = max(now - self._last_tick, 1e-3)
@@ -373,7 +407,8 @@ class PolicyServerNode(Node):
                         "observations dropped (inference busy)": self.stats.dropped,
                         "non-finite chunks not published": self.stats.non_finite,
                         "inference failures": self.stats.failures,
-                        "socket bridge clients": self.stats.bridge_clients}
+                        "socket bridge clients": self.stats.bridge_clients,
+                        "socket bridge restarts": self.bridge_restarts}
         for label, series in (("latency stamp->publish", latency), ("model time", model)):
             if series:
                 values += [KeyValue(key=f"{label} p{q} ms", value=f"{np.percentile(series, q):.1f}")
@@ -430,7 +465,7 @@ def main(args: Sequence[str] | None = None) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return node.exit_code
 
 
 if __name__ == "__main__":

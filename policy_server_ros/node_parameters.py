@@ -95,6 +95,12 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("socket_host", "0.0.0.0", "socket bridge address"),
     _p("socket_port", 5000, "socket bridge port", min=0, max=65535),
     _p("socket_max_connections", 64, "socket bridge connection cap", min=1, max=4096),
+    _p("socket_auth_token_file", "",
+       "file holding the socket bridge's shared token (clients must authenticate); empty = "
+       "POLICY_SERVER_AUTH_TOKEN if set, else no authentication"),
+    _p("socket_inference_timeout", 60.0,
+       "seconds a socket client waits for the policy before it is answered []",
+       min=0.1, max=3600.0),
 )
 
 BY_NAME = {p.name: p for p in NODE_PARAMETERS}

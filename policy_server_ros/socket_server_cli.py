@@ -27,6 +27,7 @@ from policy_server_ros.example_checkpoint import DEFAULT_PATH, ensure_example_ch
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.base import PRECISIONS
+from socket_bridge import auth
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--inference_timeout", type=float, default=defaults.inference_timeout,
                         help="seconds to wait for the policy before replying [] "
                              "(default: %(default)s)")
+    limits.add_argument("--auth_token_file", metavar="FILE",
+                        help=f"require clients to authenticate with the token in FILE (the "
+                             f"token itself never goes on the command line; "
+                             f"{auth.ENV_VAR} works too); default: no authentication")
     parser.add_argument("--log_level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: INFO)")
     return parser
@@ -145,7 +150,8 @@ def server_config_from(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(host=args.host, port=args.port, max_frame_bytes=args.max_frame_bytes,
                         frame_timeout=args.frame_timeout, idle_timeout=args.idle_timeout,
                         send_timeout=args.send_timeout, inference_timeout=args.inference_timeout,
-                        max_connections=args.max_connections)
+                        max_connections=args.max_connections,
+                        auth_token=auth.load_token(args.auth_token_file))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = InferenceEngine(policy, chunk_size=args.chunk_size, max_batch=args.max_batch,
                                  max_wait_ms=args.max_wait_ms)
     except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
-            FileNotFoundError) as exc:
+            FileNotFoundError) as exc:  # auth.AuthError is a ValueError
         log.error("%s", exc)
         return 2
     engine.wait_ready()

@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from benchmark.base import MetaObs
-from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES, read_frame, write_frame
+from socket_bridge import auth
+from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, read_frame, write_frame
 from socket_bridge.portable_pickle import dump_chunks
 from socket_bridge.protocol import decode_reply
 
@@ -31,12 +32,16 @@ class PolicyClient:
     connect_timeout bounds each connection attempt; read_timeout bounds the wait for a reply
     (which includes the server's inference time). A failed attempt is retried up to
     `max_retries` times with exponential backoff starting at `backoff` seconds.
+
+    auth_token: for a server with authentication on (see socket_bridge/auth.py); when not given,
+    POLICY_SERVER_AUTH_TOKEN is used if set. The handshake runs on every (re)connect.
     """
 
     def __init__(self, host: str = "localhost", port: int = 5000, *,
                  connect_timeout: float = 5.0, read_timeout: float = 60.0,
                  max_retries: int = 3, backoff: float = 0.5,
-                 max_reply_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_reply_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 auth_token: str | bytes | None = None) -> None:
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
@@ -44,6 +49,9 @@ class PolicyClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_reply_bytes = max_reply_bytes
+        if isinstance(auth_token, str):
+            auth_token = auth_token.encode()
+        self.auth_token = auth_token if auth_token is not None else auth.load_token()
         self._sock: socket.socket | None = None
 
     @property
@@ -70,8 +78,26 @@ class PolicyClient:
                 delay *= 2
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.auth_token is not None:
+                    self._handshake(sock)
                 self._sock = sock
                 return
+
+    def _handshake(self, sock: socket.socket) -> None:
+        try:
+            sock.settimeout(self.read_timeout)
+            write_frame(sock, auth.handshake_frame(self.auth_token))
+            answer = read_frame(sock, 64, frame_timeout=self.read_timeout,
+                                idle_timeout=self.read_timeout)
+        except (OSError, FrameError) as exc:
+            sock.close()
+            raise ConnectionError(f"policy server at {self.host}:{self.port} closed the "
+                                  f"connection during authentication (wrong token?): {exc}") \
+                from exc
+        if bytes(answer) != auth.ACCEPTED:
+            sock.close()
+            raise ConnectionError(f"policy server at {self.host}:{self.port} did not accept "
+                                  f"the authentication handshake")
 
     def send_meta_obs(self, obs: MetaObs) -> list[Any]:
         """Send one observation and return the server's reply (a list; `[]` on server error).

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import itertools
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from benchmark.base import MetaObs
 from policy_server_ros.policies.base import PolicyOutput
+from socket_bridge import auth
 from socket_bridge.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     FrameError,
@@ -28,6 +31,7 @@ from socket_bridge.framing import (
     FrameTimeout,
     FrameTooLarge,
     PeerClosed,
+    read_frame,
     write_frame,
 )
 from socket_bridge.protocol import EMPTY_REPLY, ProtocolError, decode_request
@@ -55,6 +59,8 @@ class ServerConfig:
     send_timeout: float = 30.0  # a client that does not read its reply for this long is dropped
     inference_timeout: float = 60.0  # longest wait for the engine; the client then gets []
     max_connections: int = 64
+    # Shared token (see auth.py); None: no authentication, as the original protocol.
+    auth_token: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -102,6 +108,12 @@ class PolicySocketServer:
         return self._address
 
     @property
+    def is_alive(self) -> bool:
+        """False once the accept thread has died (or the server was stopped)."""
+        return (not self._stopped.is_set() and self._accept_thread is not None
+                and self._accept_thread.is_alive())
+
+    @property
     def client_count(self) -> int:
         with self._lock:
             return len(self._clients)
@@ -116,6 +128,10 @@ class PolicySocketServer:
             raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror} "
                           f"(is another server running? choose another --port)") from exc
         self._address = tuple(self._listener.getsockname()[:2])
+        if cfg.auth_token is None and not auth.is_loopback(cfg.host):
+            log.warning("Listening on %s:%d without authentication: anyone who can reach this "
+                        "port can use the policy. Set %s or --auth_token_file, or bind to "
+                        "127.0.0.1.", cfg.host, self._address[1], auth.ENV_VAR)
         self._accept_thread = threading.Thread(target=self._accept_loop, name="socket-accept",
                                                daemon=True)
         self._accept_thread.start()
@@ -156,10 +172,16 @@ class PolicySocketServer:
         while not self._stopped.is_set():
             try:
                 conn, addr = self._listener.accept()
-            except OSError:
+            except OSError as exc:
                 if self._stopped.is_set():
                     return
-                log.exception("accept failed; continuing")
+                if exc.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
+                    log.error("listening socket failed (%s); the socket server stops accepting",
+                              exc)
+                    return
+                # Out of descriptors or memory: back off instead of spinning, keep serving.
+                log.warning("accept failed (%s); retrying", exc)
+                time.sleep(0.1)
                 continue
             self._admit(conn, addr)
 
@@ -190,6 +212,8 @@ class PolicySocketServer:
         reader = FrameReader(conn, cfg.max_frame_bytes, _or_none(cfg.frame_timeout),
                              _or_none(cfg.idle_timeout))
         try:
+            if cfg.auth_token is not None and not self._authenticate(conn, addr, number):
+                return
             while not self._stopped.is_set():
                 payload = self._read_request(reader, addr, number)
                 if payload is None:
@@ -224,6 +248,25 @@ class PolicySocketServer:
             log.info("  Client #%d connection closed (processed %d requests)", number, served)
             self._notify_count(count)
 
+    def _authenticate(self, conn: socket.socket, addr: Any, number: int) -> bool:
+        """The client's first frame must be the handshake; nothing it sent is unpickled."""
+        cfg = self.config
+        try:
+            frame = read_frame(conn, auth.MAX_HANDSHAKE_BYTES, _or_none(cfg.frame_timeout),
+                               _or_none(cfg.frame_timeout))
+        except (FrameError, OSError) as exc:
+            log.warning("Client #%d %s: no authentication handshake (%s); closing", number, addr,
+                        exc)
+            return False
+        if not auth.verify_handshake(frame, cfg.auth_token):
+            log.warning("Client #%d %s: authentication failed (first frame is not the handshake "
+                        "with the right token); closing without decoding anything", number, addr)
+            return False
+        conn.settimeout(_or_none(cfg.send_timeout))
+        write_frame(conn, auth.ACCEPTED)
+        log.info("  Client #%d authenticated", number)
+        return True
+
     def _read_request(self, reader: FrameReader, addr: Any, number: int) -> memoryview | None:
         try:
             return reader.read()
@@ -250,8 +293,13 @@ class PolicySocketServer:
                       number, addr, self.config.inference_timeout)
         except (ValueError, ProtocolError) as exc:  # bad observation: the client's mistake
             log.warning("Client #%d %s: bad observation: %s; replying []", number, addr, exc)
-        except Exception:
-            log.exception("Client #%d %s: inference failed; replying []", number, addr)
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch
+                log.error("Client #%d %s: out of GPU memory (%s); replying []. Try --device cpu, "
+                          "a smaller --chunk_size or --max_batch, or --precision bf16",
+                          number, addr, str(exc).splitlines()[0] if str(exc) else "")
+            else:
+                log.exception("Client #%d %s: inference failed; replying []", number, addr)
         return EMPTY_REPLY
 
 
