@@ -117,6 +117,9 @@ class PolicyClient:
             write_frame(self._sock, payload)
             reply = read_frame(self._sock, self.max_reply_bytes,
                                frame_timeout=self.read_timeout, idle_timeout=self.read_timeout)
+        except FrameError as exc:  # closed, timed out or oversized: the connection is unusable
+            self.disconnect()
+            raise ConnectionError(f"policy server at {self.host}:{self.port}: {exc}") from exc
         except Exception:
             self.disconnect()
             raise

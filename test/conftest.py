@@ -42,7 +42,8 @@ def running_server(policy: Policy | None = None, chunk_size: int = 0,
                    **config: object) -> Iterator[PolicySocketServer]:
     """A PolicySocketServer on an ephemeral loopback port, serving `policy` (default echo)."""
     engine = InferenceEngine(policy or EchoPolicy(), chunk_size=chunk_size)
-    server = PolicySocketServer(engine, ServerConfig(host="127.0.0.1", port=0, **config))
+    server = PolicySocketServer(engine, ServerConfig(**{"host": "127.0.0.1", "port": 0,
+                                                        **config}))
     server.start()
     try:
         yield server

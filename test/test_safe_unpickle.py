@@ -117,3 +117,23 @@ def test_stats_mode_refuses_wire_types() -> None:
     with pytest.raises(UnsafePickleError, match=r"benchmark\.base\.MetaObs"):
         safe_loads(pickle.dumps(MetaObs()), allow_wire_types=False)
     assert safe_loads(pickle.dumps({"mean": [1.0]}), allow_wire_types=False) == {"mean": [1.0]}
+
+
+@pytest.mark.parametrize("opcodes", [
+    b"\x80\x04N" + b"r" + (2**27).to_bytes(4, "little") + b".",  # LONG_BINPUT
+    b"\x80\x04N" + b"r" + (2**31 - 1).to_bytes(4, "little") + b".",
+    b"(Np" + str(2**30).encode() + b"\n.",  # protocol-0 PUT
+])
+def test_memo_index_bombs_allocate_nothing(opcodes: bytes) -> None:
+    # CPython's C unpickler resizes and zeroes its memo array up to the index: 2 GB for 2**27.
+    import resource
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    try:
+        safe_loads(opcodes)
+    except pickle.UnpicklingError:
+        pass
+    assert time.monotonic() - start < 1.0
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50  # MiB
