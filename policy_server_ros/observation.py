@@ -32,8 +32,13 @@ def _check_array(name: str, value: Any) -> np.ndarray | None:
                                f"got {type(value).__name__}")
     if value.dtype.kind not in "biuf":
         raise ObservationError(f"MetaObs.{name} must be numeric, got dtype {value.dtype}")
-    if value.dtype in (np.float64, np.float16):
-        value = value.astype(np.float32)
+    if value.dtype.kind == "f":
+        if value.dtype != np.float32:
+            with np.errstate(over="ignore"):  # out-of-range values become inf, refused below
+                value = value.astype(np.float32)
+        if not np.isfinite(value).all():
+            raise ObservationError(f"MetaObs.{name} contains NaN or infinite values (or values "
+                                   f"beyond float32's range)")
     return value
 
 

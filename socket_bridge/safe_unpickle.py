@@ -24,8 +24,9 @@ import _compat_pickle
 import math
 import pickle
 import re
+import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,8 +34,10 @@ from benchmark.base import MetaAction, MetaObs
 
 __all__ = ["UnsafePickleError", "safe_loads"]
 
-# Upper bound for any array or buffer a pickle asks us to create. Larger than any frame we accept.
-MAX_ARRAY_BYTES = 1 << 30
+# Upper bound for an array a pickle asks us to create *before* filling it. numpy's own pickles
+# and ours ask for shape (0,) and then set the data (bounded by the frame); a large shape here
+# could only be an attempt to make us allocate (an object array would even be filled).
+MAX_ARRAY_BYTES = 1 << 20
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -174,6 +177,65 @@ _WIRE_TYPES: dict[tuple[str, str], Any] = {
 
 
 _WITH_WIRE_TYPES = {**_ALWAYS_ALLOWED, **_WIRE_TYPES}
+_BYTE_ORDERS = ("<", ">", "|", "=")
+
+
+def _check_array_state(state: Any) -> None:
+    """ndarray.__setstate__ does not check that the data fits the shape for object arrays:
+    numpy 2.4 segfaults on (1, (105,), dtype('O'), False, [x]). Check everything first."""
+    if not (isinstance(state, tuple) and len(state) == 5):
+        raise UnsafePickleError("array state must be (version, shape, dtype, fortran, data)")
+    version, shape, dtype, fortran, data = state
+    if version != 1 or not isinstance(dtype, np.dtype) or not isinstance(fortran, bool):
+        raise UnsafePickleError("malformed array state")
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
+        raise UnsafePickleError(f"invalid array shape {shape!r}")
+    count = math.prod(shape)
+    if dtype.hasobject:
+        if not isinstance(data, list) or len(data) != count or dtype.fields is not None:
+            raise UnsafePickleError("object array data does not match its shape")
+    elif not isinstance(data, (bytes, bytearray)) or len(data) != count * dtype.itemsize:
+        raise UnsafePickleError("array data does not match its shape and dtype")
+
+
+def _checked_bytearray8(unpickler: _RestrictedUnpickler) -> None:
+    """BYTEARRAY8 without the eager allocation: the Python unpickler allocates (and zeroes) the
+    declared length before reading, so 20 bytes could claim 1 GB. No claim may exceed the input."""
+    (length,) = struct.unpack("<Q", unpickler.read(8))
+    if length > unpickler.input_size:
+        raise pickle.UnpicklingError(f"BYTEARRAY8 of {length} bytes in a pickle of "
+                                     f"{unpickler.input_size}")
+    data = bytearray(length)
+    if unpickler.readinto(data) != length:
+        raise pickle.UnpicklingError("pickle data was truncated")
+    unpickler.append(data)
+
+
+def _checked_build(unpickler: pickle._Unpickler) -> None:
+    """The BUILD opcode, restricted: it may only fill in the wire types, arrays and dtypes.
+
+    A dtype's state must be the one numpy itself writes for that dtype, byte order aside: numpy
+    trusts the flags, fields and sizes in a dtype state, and a pickle that sets the flags of an
+    object dtype makes later array operations crash the process (found by fuzzing).
+    """
+    state = unpickler.stack.pop()
+    inst = unpickler.stack[-1]
+    if isinstance(inst, np.dtype):
+        expected = inst.__reduce__()[2]
+        if not (isinstance(state, tuple) and len(state) == len(expected)
+                and state[1] in _BYTE_ORDERS and state[0] == expected[0]
+                and state[2:] == expected[2:]):
+            raise UnsafePickleError(f"dtype state {state!r} is not {inst}'s own")
+        inst.__setstate__(state)
+    elif type(inst) is np.ndarray:
+        _check_array_state(state)
+        inst.__setstate__(state)
+    elif type(inst) in (MetaObs, MetaAction):
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise UnsafePickleError(f"{type(inst).__name__} state must be a dict of fields")
+        vars(inst).update(state)
+    else:
+        raise UnsafePickleError(f"BUILD of {type(inst).__name__} is not allowed")
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
@@ -182,8 +244,12 @@ class _RestrictedUnpickler(pickle._Unpickler):
     makes it allocate gigabytes (index 2**27: 2 GB, 2.7 s) before any global is looked up. The
     Python unpickler's memo is a dict. It costs ~35 us more per request (139 opcodes)."""
 
+    dispatch: ClassVar[dict] = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _checked_build,
+                                pickle.BYTEARRAY8[0]: _checked_bytearray8}
+
     def __init__(self, file: _ViewReader, allow_wire_types: bool) -> None:
         super().__init__(file)
+        self.input_size = file.size
         self._allowed = _WITH_WIRE_TYPES if allow_wire_types else _ALWAYS_ALLOWED
 
     def find_class(self, module: str, name: str) -> Any:
@@ -219,6 +285,7 @@ class _ViewReader:
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._view = memoryview(data).cast("B")
+        self.size = len(self._view)
         self._pos = 0
         self._text: bytes | None = None
 

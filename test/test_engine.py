@@ -226,3 +226,10 @@ def test_a_bad_request_stacked_with_good_ones_fails_alone() -> None:
         with pytest.raises(RuntimeError, match="negative state"):
             bad.result(5)
     assert calls == [1, 3, 1, 1, 1]  # the stacked pass failed, then each request alone
+
+
+def test_non_finite_observations_are_refused() -> None:
+    with pytest.raises(ObservationError, match="MetaObs.state contains NaN or infinite"):
+        as_batch(MetaObs(state=np.array([0.0, np.nan])))
+    with pytest.raises(ObservationError, match="beyond float32's range"):
+        as_batch(MetaObs(state=np.array([1e300])))
