@@ -25,6 +25,7 @@ import math
 import pickle
 import re
 import struct
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -177,6 +178,10 @@ _WIRE_TYPES: dict[tuple[str, str], Any] = {
 
 
 _WITH_WIRE_TYPES = {**_ALWAYS_ALLOWED, **_WIRE_TYPES}
+
+# Hostile protocol-0 strings with bad escapes make pickle.py emit a DeprecationWarning each;
+# they are refused or decoded like any other input, and must not flood the server's log.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="pickle")
 _BYTE_ORDERS = ("<", ">", "|", "=")
 
 

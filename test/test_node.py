@@ -260,3 +260,73 @@ def test_non_finite_actions_are_never_published_and_are_counted(session_factory,
     keys = {kv.key for kv in status.values}
     assert {"model time p50 ms", "camera/0 rate Hz", "joints age s",
             "observations dropped (inference busy)", "socket bridge clients"} <= keys
+
+
+def test_a_stalled_camera_stops_action_output(session_factory) -> None:
+    s = session_factory({"model_name_or_path": "builtin:echo", "max_observation_age": 0.5},
+                        ["/cam/image_raw"])
+    stamps = s.frames(20, rate=20)
+    assert s.robot.wait_until(lambda: len(s.chunks) >= 15)
+    stall = stamps[-1]
+    for i in range(30):  # the camera stalls; joint states keep coming for 1.5 s
+        s.robot.joint_pub.publish(joint_state(s.robot.now_ns(), np.zeros(14) + i))
+        time.sleep(0.05)
+    count = len(s.chunks)
+    time.sleep(1.0)
+    assert len(s.chunks) == count
+    assert max(_stamp(c) for c in s.chunks) <= stall
+    assert s.close() == 0
+
+
+def test_the_node_keeps_running_through_policy_exceptions(session_factory) -> None:
+    s = session_factory({"model_name_or_path": "builtin:echo"}, ["/cam/image_raw"])
+    bad = np.full(14, np.nan)  # refused by the engine: the inference of these fails
+    s.robot.run(10, 20, lambda i, stamp: ([rgb_image(stamp, PICTURE)], joint_state(stamp, bad)))
+    time.sleep(0.5)
+    assert s.chunks == []
+    s.frames(10, rate=20)
+    assert s.robot.wait_until(lambda: len(s.chunks) >= 8)
+    assert s.close() == 0
+    assert any("inference failed: MetaObs.state contains NaN" in line for line in s.node.lines)
+
+
+def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
+    """Restart is the documented choice; after MAX_BRIDGE_RESTARTS the node exits 1."""
+    import socket as socket_module
+
+    import rclpy
+    import rclpy.executors
+    from rclpy.parameter import Parameter
+
+    from policy_server_ros.node import PolicyServerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=next_domain())
+    node = PolicyServerNode(context=context, parameter_overrides=[
+        Parameter("model_name_or_path", value="builtin:echo"),
+        Parameter("socket_host", value="127.0.0.1"), Parameter("socket_port", value=0)])
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        host, port = node.bridge.address
+        with PolicyClient(host, port) as client:
+            assert len(client.send_meta_obs(MetaObs(state=np.zeros(14)))) == 100
+        # Fault: the listening socket fails underneath the accept thread.
+        node.bridge._listener.shutdown(socket_module.SHUT_RDWR)
+        deadline = time.monotonic() + 5
+        while node.bridge_restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.bridge_restarts == 1 and node.bridge.is_alive
+        assert node.bridge.address[1] == port  # clients find it where it was
+        with PolicyClient(host, port) as client:
+            assert len(client.send_meta_obs(MetaObs(state=np.ones(14)))) == 100
+    finally:
+        executor.shutdown(timeout_sec=5)
+        spinner.join(5)
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    assert "listening socket failed" in caplog.text
+    assert "socket bridge stopped accepting connections; restarting it on port" in caplog.text
