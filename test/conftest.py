@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,16 @@ os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
 os.environ.setdefault("ROS_LOG_DIR",
                       str(Path(tempfile.gettempdir()) / "policy_server_ros_test_logs"))
 PYTHON = sys.executable
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @contextlib.contextmanager

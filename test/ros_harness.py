@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import rclpy
 import rclpy.executors
-from conftest import PYTHON, ServerProcess
+from conftest import PYTHON, ServerProcess, wait_until
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -142,13 +142,7 @@ class SyntheticRobot:
             time.sleep(max(0.0, next_time - time.monotonic()))
         return stamps
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+    wait_until = staticmethod(wait_until)
 
     def close(self) -> None:
         # Stop spinning before destroying anything the spinning thread may touch.

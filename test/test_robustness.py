@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import closed_by_server, raw_roundtrip, running_server
+from conftest import closed_by_server, raw_roundtrip, running_server, wait_until
 from hostile_pickles import corpus
 
 from benchmark.base import MetaAction, MetaObs
@@ -34,15 +34,6 @@ def _rss_mib() -> float:
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- fuzzing ------------------------------------------------------------------------------
@@ -135,10 +126,10 @@ def test_the_server_accounts_for_every_fuzzed_connection(tmp_path: Path, caplog)
         fds, threads = _fds(), threading.active_count()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(hit, frames))
-        assert _wait_for(lambda: server.client_count == 0, 30)
+        assert wait_until(lambda: server.client_count == 0, 30)
         with PolicyClient(*server.address) as client:
             assert len(client.send_meta_obs(MetaObs(state=np.zeros(14)))) == 100
-        assert _wait_for(lambda: _fds() == fds and threading.active_count() == threads, 10)
+        assert wait_until(lambda: _fds() == fds and threading.active_count() == threads, 10)
     opened = caplog.text.count("connected from")
     closed = caplog.text.count("connection closed (processed")
     assert opened == closed == 2001
@@ -177,8 +168,8 @@ def test_a_one_byte_per_second_client_is_dropped_without_delaying_others(caplog)
 def test_half_open_idle_connections_are_dropped(caplog) -> None:
     with running_server(idle_timeout=0.5) as server:
         idle = [socket.create_connection(server.address) for _ in range(5)]
-        assert _wait_for(lambda: server.client_count == 5, 5)
-        assert _wait_for(lambda: server.client_count == 0, 5)
+        assert wait_until(lambda: server.client_count == 5, 5)
+        assert wait_until(lambda: server.client_count == 0, 5)
         for sock in idle:
             assert closed_by_server(sock, timeout=1)
             sock.close()
@@ -189,14 +180,14 @@ def test_descriptors_and_threads_return_to_baseline_after_1000_cycles() -> None:
     with running_server() as server:
         with PolicyClient(*server.address) as warm:
             warm.send_meta_obs(MetaObs(state=np.zeros(14)))
-        assert _wait_for(lambda: server.client_count == 0)
+        assert wait_until(lambda: server.client_count == 0)
         fds, threads = _fds(), threading.active_count()
         for i in range(1000):
             with socket.create_connection(server.address) as sock:
                 if i % 2:
                     assert len(raw_roundtrip(sock, MetaObs(state=np.zeros(14)))) == 100
-        assert _wait_for(lambda: server.client_count == 0, 10)
-        assert _wait_for(lambda: _fds() == fds and threading.active_count() == threads, 10), \
+        assert wait_until(lambda: server.client_count == 0, 10)
+        assert wait_until(lambda: _fds() == fds and threading.active_count() == threads, 10), \
             f"fds {fds} -> {_fds()}, threads {threads} -> {threading.active_count()}"
         assert server.requests_served == 501
 
@@ -233,7 +224,7 @@ def test_a_hanging_policy_gives_a_timed_out_reply_and_a_log_line(caplog) -> None
         assert client.send_meta_obs(MetaObs(state=np.zeros(2), raw_lang="hang")) == []
         assert 0.4 < time.monotonic() - start < 3
         policy.release.set()  # the policy comes back: service resumes
-        assert _wait_for(lambda: len(client.send_meta_obs(MetaObs(state=np.zeros(2)))) == 3, 5)
+        assert wait_until(lambda: len(client.send_meta_obs(MetaObs(state=np.zeros(2)))) == 3, 5)
     assert "inference took longer than 0.5 s (--inference_timeout); replying []" in caplog.text
 
 
@@ -247,7 +238,7 @@ def test_a_client_vanishing_mid_inference_causes_no_error_storm(caplog) -> None:
             sock.close()  # gone while its request is in the engine
         with PolicyClient(*server.address) as client:
             assert len(client.send_meta_obs(MetaObs(state=np.zeros(2)))) == 3
-        assert _wait_for(lambda: server.client_count == 0, 10)
+        assert wait_until(lambda: server.client_count == 0, 10)
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(problems) <= 3, [r.getMessage() for r in problems]  # at most one line each
     assert not any(r.exc_info for r in problems)
