@@ -79,7 +79,10 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        choices=QOS_CHOICES),
     _p("state_qos", "sensor_data", "QoS of joint state, pose and point cloud subscriptions",
        choices=QOS_CHOICES),
-    _p("language_qos", "latched", "QoS of the language subscription", choices=QOS_CHOICES),
+    _p("language_qos", "reliable",
+       "QoS of the language subscription; latched (transient local) receives an instruction "
+       "published before the node started, but matches only latched publishers",
+       choices=QOS_CHOICES),
     # Outputs.
     _p("action_topic", "~/action_chunk", "policy_server_ros/ActionChunk output topic"),
     _p("trajectory_topic", "~/joint_trajectory",
