@@ -330,3 +330,22 @@ def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
         rclpy.try_shutdown(context=context)
     assert "listening socket failed" in caplog.text
     assert "socket bridge stopped accepting connections; restarting it on port" in caplog.text
+
+
+def test_a_required_language_instruction_gates_inference(session_factory) -> None:
+    from std_msgs.msg import String
+
+    s = session_factory({"model_name_or_path": "builtin:echo", "language_topic": "/instruction",
+                         "required_inputs": ["cameras", "joints", "language"]},
+                        ["/cam/image_raw"])
+    instruction = s.robot.node.create_publisher(String, "/instruction", 10)
+    s.frames(10, rate=20)
+    time.sleep(1.5)
+    assert s.chunks == []  # no instruction yet
+    assert s.robot.wait_until(lambda: instruction.get_subscription_count() > 0)
+    instruction.publish(String(data="pick up the cube"))
+    time.sleep(0.3)
+    s.frames(10, rate=20)
+    assert s.robot.wait_until(lambda: len(s.chunks) >= 8)
+    assert s.close() == 0
+    assert any("waiting for language on /instruction" in line for line in s.node.lines)
