@@ -16,7 +16,7 @@ missing piece is an error that says what was searched and what to do.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class Checkpoint:
     metadata: dict[str, Any]
     config: dict[str, Any]
     weights: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -37,10 +37,6 @@ class FrameTimeout(FrameError):
     """A frame in progress (or an idle connection) ran past its time limit."""
 
 
-def encode_header(length: int) -> bytes:
-    return HEADER.pack(length)
-
-
 Buffer = bytes | bytearray | memoryview
 
 

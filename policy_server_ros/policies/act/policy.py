@@ -80,10 +80,6 @@ class ACTPolicy(Policy):
             torch.cuda.empty_cache()
 
 
-def build_model(config: ACTConfig) -> DETRVAE:
-    return DETRVAE(config)
-
-
 def load_checkpoint(checkpoint: Checkpoint, options: LoadOptions) -> ACTPolicy:
     """Read config.json, weights and normalization of an ACT checkpoint and place it on the
     requested device."""
@@ -91,7 +87,7 @@ def load_checkpoint(checkpoint: Checkpoint, options: LoadOptions) -> ACTPolicy:
     norm = load_dataset_norm(checkpoint.path, options.dataset_id, config.state_dim,
                              config.action_dim, options.min_std)
     device = resolve_device(options.device)
-    model = build_model(config)
+    model = DETRVAE(config)
     load_weights_strict(model, checkpoint.weights, prefix="model.",
                         ignore=_unused_decoder_layers(config))
     reply_steps = config.chunk_size if 0 < config.chunk_size <= config.num_queries else None
