@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -43,6 +43,7 @@ from policy_server_ros.action_messages import action_chunk, joint_trajectory
 from policy_server_ros.checkpoint import CheckpointError
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
 from policy_server_ros.example_checkpoint import DEFAULT_PATH, ensure_example_checkpoint
+from policy_server_ros.inputs import InputTopic, assembler_config, input_topics
 from policy_server_ros.msg import ActionChunk
 from policy_server_ros.node_parameters import NODE_PARAMETERS, ParamSpec
 from policy_server_ros.normalization import NormalizationError
@@ -54,15 +55,7 @@ from policy_server_ros.observation_assembler import (
 )
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.base import PolicyOutput
-from policy_server_ros.ros_conversions import (
-    ConversionError,
-    JointOrder,
-    compressed_to_chw,
-    depth_to_meters,
-    image_to_chw,
-    pointcloud_xyz,
-    pose_to_vector,
-)
+from policy_server_ros.ros_conversions import ConversionError
 from socket_bridge import auth
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
@@ -78,6 +71,14 @@ _QOS = {
     "latched": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL),
+}
+
+
+# The message classes of the input types inputs.input_topics() names.
+_MSG_TYPES: dict[str, type] = {
+    "sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage,
+    "sensor_msgs/msg/JointState": JointState, "geometry_msgs/msg/PoseStamped": PoseStamped,
+    "sensor_msgs/msg/PointCloud2": PointCloud2, "std_msgs/msg/String": String,
 }
 
 
@@ -196,15 +197,8 @@ class PolicyServerNode(Node):
         return values
 
     def _assembler_config(self) -> AssemblerConfig:
-        p = self.params
         try:
-            return AssemblerConfig(
-                cameras=len(p["camera_topics"]), depths=len(p["depth_topics"]),
-                has_joints=bool(p["joint_state_topic"]), has_ee=bool(p["ee_pose_topic"]),
-                has_pointcloud=bool(p["pointcloud_topic"]),
-                has_language=bool(p["language_topic"]), required=tuple(p["required_inputs"]),
-                state_parts=tuple(p["state_inputs"]), slop_s=p["sync_slop"],
-                max_age_s=p["max_observation_age"])
+            return assembler_config(self.params)
         except ValueError as exc:
             raise StartupError(f"inputs: {exc}") from exc
 
@@ -223,33 +217,12 @@ class PolicyServerNode(Node):
         return engine
 
     def _subscribe_inputs(self) -> None:
-        p = self.params
-        camera_qos, state_qos = _QOS[p["camera_qos"]], _QOS[p["state_qos"]]
-        for i, topic in enumerate(p["camera_topics"]):
-            if topic.endswith("/compressed"):
-                self._subscribe(f"camera/{i}", topic, CompressedImage, compressed_to_chw,
-                                camera_qos)
-            else:
-                self._subscribe(f"camera/{i}", topic, Image, image_to_chw, camera_qos)
-        for i, topic in enumerate(p["depth_topics"]):
-            self._subscribe(f"depth/{i}", topic, Image, depth_to_meters, camera_qos)
-        if p["joint_state_topic"]:
-            order = JointOrder(p["joint_names"])
-            self._subscribe("joints", p["joint_state_topic"], JointState, order.positions,
-                            state_qos)
-        if p["ee_pose_topic"]:
-            self._subscribe("ee", p["ee_pose_topic"], PoseStamped, pose_to_vector, state_qos)
-        if p["pointcloud_topic"]:
-            self._subscribe("pointcloud", p["pointcloud_topic"], PointCloud2, pointcloud_xyz,
-                            state_qos)
-        if p["language_topic"]:
-            self.topics["language"] = p["language_topic"]
-            self.create_subscription(String, p["language_topic"], self._on_language,
-                                     _QOS[p["language_qos"]])
+        for spec in input_topics(self.params):
+            self.topics[spec.name] = spec.topic
+            self._subscribe(spec, _QOS[self.params[spec.qos]])
 
-    def _subscribe(self, name: str, topic: str, msg_type: type, convert: Callable[[Any], Any],
-                   qos: QoSProfile) -> None:
-        self.topics[name] = topic
+    def _subscribe(self, spec: InputTopic, qos: QoSProfile) -> None:
+        name, topic, convert = spec.name, spec.topic, spec.convert
         trigger = self.params["inference_rate"] <= 0 and name in \
             self.assembler.config.required_names()
 
@@ -260,14 +233,12 @@ class PolicyServerNode(Node):
                 self.get_logger().warning(f"{topic}: skipping message: {exc}",
                                           throttle_duration_sec=WARN_PERIOD_S)
                 return
-            self.assembler.add(name, _stamp_ns(msg), value, self._now_ns())
+            now = self._now_ns()
+            self.assembler.add(name, _stamp_ns(msg) if spec.stamped else now, value, now)
             if trigger:
                 self._try_infer()
 
-        self.create_subscription(msg_type, topic, callback, qos)
-
-    def _on_language(self, msg: String) -> None:
-        self.assembler.add("language", self._now_ns(), msg.data)
+        self.create_subscription(_MSG_TYPES[spec.msg_type], topic, callback, qos)
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -309,7 +280,10 @@ class PolicyServerNode(Node):
     def _on_result(self, assembled: Assembled, future: Future) -> None:
         # Runs on the engine's worker thread: publishing is thread-safe in rclpy.
         try:
-            self._publish(assembled, future.result())
+            output = future.result()
+            if not self.context.ok():
+                return  # shutting down (Ctrl+C during inference): nowhere to publish
+            self._publish(assembled, output)
         except Exception as exc:
             with self.stats.lock:
                 self.stats.failures += 1

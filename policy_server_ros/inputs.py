@@ -1,0 +1,160 @@
+"""Which topics feed which observation input, and how each message converts: one table for the
+node (live topics) and the rosbag evaluator (recorded ones), so both assemble observations the
+same way. Also reads the node's parameters without ROS (params YAML + `name:=value` overrides)
+for tools that run without a node. No rclpy here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS
+from policy_server_ros.observation_assembler import AssemblerConfig
+from policy_server_ros.ros_conversions import (
+    JointOrder,
+    compressed_to_chw,
+    depth_to_meters,
+    image_to_chw,
+    pointcloud_xyz,
+    pose_to_vector,
+)
+
+
+class ParameterError(ValueError):
+    """A parameter file or override the node would not accept; the message says which."""
+
+
+@dataclass(frozen=True)
+class InputTopic:
+    """One subscription: assembler input `name` is fed from `topic` (ROS type `msg_type`)
+    through `convert`; `qos` names the parameter holding its QoS. Unstamped inputs (language)
+    take the arrival time instead of a header stamp."""
+
+    name: str
+    topic: str
+    msg_type: str
+    convert: Callable[[Any], Any]
+    qos: str
+    stamped: bool = True
+
+
+def _language(msg: Any) -> str:
+    return str(msg.data)
+
+
+def input_topics(params: Mapping[str, Any]) -> list[InputTopic]:
+    """The node's subscriptions for these parameters, in a fixed order."""
+    p = params
+    out = []
+    for i, topic in enumerate(p["camera_topics"]):
+        if topic.endswith("/compressed"):
+            out.append(InputTopic(f"camera/{i}", topic, "sensor_msgs/msg/CompressedImage",
+                                  compressed_to_chw, "camera_qos"))
+        else:
+            out.append(InputTopic(f"camera/{i}", topic, "sensor_msgs/msg/Image", image_to_chw,
+                                  "camera_qos"))
+    out += [InputTopic(f"depth/{i}", topic, "sensor_msgs/msg/Image", depth_to_meters,
+                       "camera_qos") for i, topic in enumerate(p["depth_topics"])]
+    if p["joint_state_topic"]:
+        out.append(InputTopic("joints", p["joint_state_topic"], "sensor_msgs/msg/JointState",
+                              JointOrder(p["joint_names"]).positions, "state_qos"))
+    if p["ee_pose_topic"]:
+        out.append(InputTopic("ee", p["ee_pose_topic"], "geometry_msgs/msg/PoseStamped",
+                              pose_to_vector, "state_qos"))
+    if p["pointcloud_topic"]:
+        out.append(InputTopic("pointcloud", p["pointcloud_topic"], "sensor_msgs/msg/PointCloud2",
+                              pointcloud_xyz, "state_qos"))
+    if p["language_topic"]:
+        out.append(InputTopic("language", p["language_topic"], "std_msgs/msg/String", _language,
+                              "language_qos", stamped=False))
+    return out
+
+
+def assembler_config(params: Mapping[str, Any]) -> AssemblerConfig:
+    """The observation assembler's configuration for these parameters (ValueError if they do
+    not make a usable one)."""
+    p = params
+    return AssemblerConfig(
+        cameras=len(p["camera_topics"]), depths=len(p["depth_topics"]),
+        has_joints=bool(p["joint_state_topic"]), has_ee=bool(p["ee_pose_topic"]),
+        has_pointcloud=bool(p["pointcloud_topic"]), has_language=bool(p["language_topic"]),
+        required=tuple(p["required_inputs"]), state_parts=tuple(p["state_inputs"]),
+        slop_s=p["sync_slop"], max_age_s=p["max_observation_age"])
+
+
+# --- the node's parameters without ROS -------------------------------------------------------
+
+def _checked(name: str, value: Any) -> Any:
+    spec = BY_NAME.get(name)
+    if spec is None:
+        raise ParameterError(f"unknown parameter {name!r}; the node's parameters are: "
+                             f"{', '.join(s.name for s in NODE_PARAMETERS)}")
+    if spec.is_list:
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ParameterError(f"parameter {name} must be a list, got {value!r}")
+        return [str(v) for v in value]
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if spec.kind is str and value is None:
+        value = ""
+    if type(value) is not spec.kind:
+        raise ParameterError(f"parameter {name} must be {spec.kind.__name__}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ParameterError(f"parameter {name}={value!r} is not one of {list(spec.choices)}")
+    if spec.min is not None and not spec.min <= value <= spec.max:
+        raise ParameterError(f"parameter {name}={value!r} is outside [{spec.min}, {spec.max}]")
+    return value
+
+
+def load_params_file(path: Path, node_name: str = "policy_server") -> dict[str, Any]:
+    """The parameters a ROS 2 params YAML gives the node (`policy_server:` or `/**:` sections
+    with `ros__parameters`), checked against the node's table."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParameterError(f"cannot read params file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParameterError(f"params file {path} is not a mapping of node names")
+    found: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = data.get(key)
+        if isinstance(section, dict):
+            found.update(section.get("ros__parameters") or {})
+    if not found:
+        raise ParameterError(f"params file {path} has no ros__parameters for {node_name!r} "
+                             f"or '/**'")
+    return {name: _checked(name, value) for name, value in found.items()}
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`name:=value` items (values in YAML, as `--ros-args -p` reads them)."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition(":=")
+        if not sep:
+            raise ParameterError(f"parameter override {item!r} is not name:=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"parameter override {item!r}: {exc}") from exc
+        out[name.strip()] = _checked(name.strip(), value)
+    return out
+
+
+def node_params(params_file: Path | None = None, overrides: Iterable[str] = (),
+                **values: Any) -> dict[str, Any]:
+    """Every node parameter: defaults, then the params file, then `name:=value` overrides,
+    then keyword values (skipped when None)."""
+    params = {spec.name: spec.default for spec in NODE_PARAMETERS}
+    if params_file is not None:
+        params.update(load_params_file(params_file))
+    params.update(parse_overrides(overrides))
+    params.update({k: _checked(k, v) for k, v in values.items() if v is not None})
+    return params
