@@ -284,6 +284,20 @@ def test_a_damaged_bag_is_a_clear_error(sample_bag: Path, tmp_path, how: str,
     assert ("cannot read bag" in line or "is damaged after" in line)
 
 
+def test_eval_at_a_fixed_inference_rate_assembles_on_the_ticks(sample_bag: Path) -> None:
+    report = evaluate(sample_bag, echo_params(inference_rate=5.0), action_topic=COMMAND_TOPIC,
+                      progress=False).report
+    # A tick every 200 ms of the 3 s bag, each taking the newest complete set.
+    assert 13 <= report["observations_evaluated"] <= 15
+    assert report["horizons"]["100"]["mae_mean"] < 1e-5
+
+
+def test_replay_names_topics_the_bag_lacks(sample_bag: Path) -> None:
+    result = bag_cli("replay", str(sample_bag), "--topics", "/nope", "--wait-subscribers", "0")
+    assert result.returncode == 2
+    assert "topics ['/nope'] are not in the bag; it has: /camera" in result.stderr
+
+
 def test_a_missing_bag_is_a_clear_error(tmp_path) -> None:
     result = bag_cli("eval", str(tmp_path / "nope"), "-m", "builtin:echo")
     assert result.returncode == 2

@@ -130,12 +130,18 @@ def replay(bag: Path, options: ReplayOptions, stop: threading.Event,
                            f"({(reader.end_time - reader.start_time) / 1e9:.2f} s)")
         stop_ns = reader.end_time + 1 if options.duration is None else \
             first_ns + round(options.duration * 1e9)
+        classes = {}
+        for conn in connections:
+            try:
+                classes[conn.topic] = message_class(conn.msgtype)
+            except BagError as exc:
+                report(f"warning: not replaying {conn.topic}: {exc}")
+        connections = [c for c in connections if c.topic in classes]
+        if not connections:
+            raise BagError(f"none of the chosen topics of {bag} has an installed message type")
         with ros_node("policy_server_bag_replay") as (node, executor):
-            publishers: dict[str, Any] = {}
-            for conn in connections:
-                if conn.topic not in publishers:
-                    publishers[conn.topic] = node.create_publisher(
-                        message_class(conn.msgtype), conn.topic, PUBLISHER_QOS)
+            publishers = {topic: node.create_publisher(cls, topic, PUBLISHER_QOS)
+                          for topic, cls in classes.items()}
             stamped = {c.topic for c in connections if has_header(reader.typestore, c.msgtype)}
             monitor = _Monitor() if options.monitor else None
             if monitor is not None:
