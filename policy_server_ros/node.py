@@ -55,7 +55,7 @@ from policy_server_ros.observation_assembler import (
 )
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.base import PolicyOutput
-from policy_server_ros.ros_conversions import ConversionError
+from policy_server_ros.ros_conversions import ConversionError, stamp_ns
 from socket_bridge import auth
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
@@ -96,11 +96,6 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
         descriptor.floating_point_range = [FloatingPointRange(from_value=spec.min,
                                                               to_value=spec.max, step=0.0)]
     return descriptor
-
-
-def _stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class _Stats:
@@ -234,7 +229,7 @@ class PolicyServerNode(Node):
                                           throttle_duration_sec=WARN_PERIOD_S)
                 return
             now = self._now_ns()
-            self.assembler.add(name, _stamp_ns(msg) if spec.stamped else now, value, now)
+            self.assembler.add(name, stamp_ns(msg) if spec.stamped else now, value, now)
             if trigger:
                 self._try_infer()
 

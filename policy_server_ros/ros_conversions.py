@@ -95,6 +95,12 @@ def compressed_to_chw(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
+def stamp_ns(msg: Any) -> int:
+    """header.stamp of a stamped message (rclpy or rosbags), in nanoseconds."""
+    stamp = msg.header.stamp
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
 class JointOrder:
     """Reorders JointState positions into a fixed `joint_names` order (cached per name list)."""
 

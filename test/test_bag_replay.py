@@ -31,8 +31,9 @@ from policy_server_ros.bag_tools.sample import (
     SampleSpec,
     make_sample,
 )
-from policy_server_ros.bag_tools.storage import open_bag, read_messages, stamp_of
+from policy_server_ros.bag_tools.storage import open_bag, read_messages
 from policy_server_ros.inputs import node_params
+from policy_server_ros.ros_conversions import stamp_ns
 
 CHUNK_TOPIC = "/policy_server/action_chunk"
 SPEC = SampleSpec(seconds=3.0, height=IMAGE_HW[0], width=IMAGE_HW[1])
@@ -134,12 +135,12 @@ def test_record_writes_live_synthetic_robot_topics(tmp_path) -> None:
                   for c, _, raw in read_messages(reader, [by_topic[JOINT_TOPIC]])]
         images = [reader.deserialize(raw, c.msgtype)
                   for c, _, raw in read_messages(reader, [by_topic[CAMERA_TOPICS[0]]])]
-    assert [stamp_of(m) for m in joints] == stamps  # reliable: every message, in order
+    assert [stamp_ns(m) for m in joints] == stamps  # reliable: every message, in order
     assert list(joints[3].name) == JOINTS and joints[3].position[0] == pytest.approx(0.3)
     assert len(images) >= 25  # best effort, as the camera publishes
     for image in images:
         np.testing.assert_array_equal(image.data.reshape(*IMAGE_HW, 3),
-                                      pictures[stamp_of(image)])
+                                      pictures[stamp_ns(image)])
 
 
 def test_bag_replayed_into_the_node_gives_one_chunk_per_observation(tmp_path) -> None:
@@ -181,11 +182,11 @@ def test_bag_replayed_into_the_node_gives_one_chunk_per_observation(tmp_path) ->
         chunks = [deserialize_message(bytes(raw), ActionChunk)
                   for _, _, raw in read_messages(reader, reader.connections)]
     # Back to bag time: restamped = clock0 + (stamp - first) / 0.5.
-    chunk_stamps = [int(first) + (stamp_of(c) - int(clock0)) // 2 for c in chunks]
-    assert all((stamp_of(c) - int(clock0)) % 2 == 0 for c in chunks)
+    chunk_stamps = [int(first) + (stamp_ns(c) - int(clock0)) // 2 for c in chunks]
+    assert all((stamp_ns(c) - int(clock0)) % 2 == 0 for c in chunks)
     with open_bag(bag) as reader:
         conns = [c for c in reader.connections if c.topic == CAMERA_TOPICS[0]]
-        windows = [stamp_of(reader.deserialize(raw, c.msgtype))
+        windows = [stamp_ns(reader.deserialize(raw, c.msgtype))
                    for c, _, raw in read_messages(reader, conns)]
     assert len(windows) == 75
     assert sorted(chunk_stamps) == windows  # one chunk per window, no duplicates

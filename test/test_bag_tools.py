@@ -31,9 +31,9 @@ from policy_server_ros.bag_tools.storage import (
     open_bag,
     read_messages,
     restamp,
-    stamp_of,
 )
 from policy_server_ros.inputs import ParameterError, load_params_file, node_params
+from policy_server_ros.ros_conversions import stamp_ns
 
 SPEC = SampleSpec(seconds=3.0, height=64, width=80)  # 75 camera frames, 150 joint ticks
 
@@ -71,12 +71,12 @@ def test_sample_bag_has_consistent_topics_rates_and_stamps(sample_bag: Path) -> 
     assert counts == {CAMERA_TOPICS[0]: 75, CAMERA_TOPICS[1]: 75, JOINT_TOPIC: 150,
                       "/ee_pose": 150, "/instruction": 1, COMMAND_TOPIC: 150}
     joints = _messages(sample_bag, JOINT_TOPIC)
-    stamps = np.array([stamp_of(m) for _, m in joints])
+    stamps = np.array([stamp_ns(m) for _, m in joints])
     assert set(np.diff(stamps)) == {20_000_000}  # 50 Hz
-    assert all(t > stamp_of(m) for t, m in joints)  # received after it was stamped
+    assert all(t > stamp_ns(m) for t, m in joints)  # received after it was stamped
     assert list(joints[0][1].name) == JOINT_NAMES
     camera = _messages(sample_bag, CAMERA_TOPICS[0])
-    camera_stamps = np.array([stamp_of(m) for _, m in camera])
+    camera_stamps = np.array([stamp_ns(m) for _, m in camera])
     assert set(np.diff(camera_stamps)) == {40_000_000}  # 25 Hz, on the joints' ticks
     assert set(camera_stamps) <= set(stamps)
     image = camera[10][1]

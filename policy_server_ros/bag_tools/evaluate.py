@@ -27,13 +27,17 @@ from policy_server_ros.bag_tools.storage import (
     has_header,
     open_bag,
     read_messages,
-    stamp_of,
 )
 from policy_server_ros.engine import InferenceEngine
 from policy_server_ros.inputs import InputTopic, assembler_config, input_topics
 from policy_server_ros.observation_assembler import AssemblyError, ObservationAssembler
 from policy_server_ros.policies import LoadOptions, load_policy
-from policy_server_ros.ros_conversions import ConversionError, JointOrder, pose_to_vector
+from policy_server_ros.ros_conversions import (
+    ConversionError,
+    JointOrder,
+    pose_to_vector,
+    stamp_ns,
+)
 
 log = logging.getLogger("policy_server_ros.bag.eval")
 
@@ -149,7 +153,7 @@ def evaluate(bag: Path, params: Mapping[str, Any], *, action_topic: str,
                     if conn.topic == action_topic:
                         msg = reader.deserialize(raw, conn.msgtype)
                         try:
-                            walk.add_command(stamp_of(msg) if command_stamped else log_ns,
+                            walk.add_command(stamp_ns(msg) if command_stamped else log_ns,
                                              command_reader.vector(msg))
                         except ConversionError as exc:
                             walk.skip(conn.topic, exc)
@@ -215,7 +219,7 @@ class _Walk:
             self.skip(spec.topic, exc)
             return
         # As in the node: the header stamp, and the arrival (log) time as "now".
-        self.assembler.add(spec.name, stamp_of(msg) if spec.stamped else log_ns, value, log_ns)
+        self.assembler.add(spec.name, stamp_ns(msg) if spec.stamped else log_ns, value, log_ns)
         if not self.tick_ns and spec.name in self.triggers:
             self._assemble(log_ns)
 

@@ -30,6 +30,7 @@ from policy_server_ros.bag_tools.storage import (
     restamp,
     select_connections,
 )
+from policy_server_ros.ros_conversions import stamp_ns
 
 PUBLISHER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                            reliability=ReliabilityPolicy.RELIABLE,
@@ -69,9 +70,8 @@ class _Monitor:
 
     def on_chunk(self, msg: Any) -> None:
         now = time.time_ns()
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self.lock:
-            self.latency_ms.append((now - stamp) / 1e6)
+            self.latency_ms.append((now - stamp_ns(msg)) / 1e6)
             self.shape = (msg.num_steps, msg.action_dim)
 
     def snapshot(self, recent: int = 0) -> tuple[int, list[float]]:

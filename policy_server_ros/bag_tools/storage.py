@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Connection, Nodetype
@@ -147,8 +146,3 @@ def new_writer(path: Path, storage: str) -> Writer:
     except Exception as exc:
         raise BagError(f"cannot create bag {path}: {exc}") from exc
     return writer
-
-
-def stamp_of(msg: Any) -> int:
-    """header.stamp of a deserialized message, in ns."""
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
