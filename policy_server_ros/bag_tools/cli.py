@@ -31,7 +31,7 @@ from policy_server_ros.policies import PolicyLoadError
 
 # Errors that mean "the input is wrong", reported in one line with exit code 2.
 USER_ERRORS = (BagError, ParameterError, PolicyLoadError, CheckpointError, NormalizationError,
-               ValueError, FileNotFoundError)
+               ValueError, OSError)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -91,12 +91,6 @@ class _Named:  # a JointTrajectory point, shaped like a JointState for JointOrde
     position: Any
 
 
-def _percentiles(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
-
-
 def evaluate(bag: Path, params: Mapping[str, Any], *, action_topic: str,
              horizons: Sequence[str] = ("1", "10", "full"), stride: int = 1,
              max_observations: int = 0, match_tolerance: float | None = None,
@@ -308,7 +302,7 @@ def _score(walk: _Walk, *, bag: Path, params: Mapping[str, Any], action_topic: s
         "assembly_errors": walk.assembly_errors,
         "messages_skipped": walk.skipped,
         "commands": len(walk.commands),
-        "model_ms": _percentiles(walk.model_ms),
+        "model_ms": metrics.percentiles(walk.model_ms),
         "horizons": metrics.horizon_metrics(errors, valid, steps),
         "per_step_mae": [None if np.isnan(v) else float(v)
                          for v in metrics.per_step_mae(errors, valid)],

@@ -71,6 +71,15 @@ def per_step_mae(errors: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and max of a series ({} when empty), for reports and summaries."""
+    if not len(values):
+        return {}
+    arr = np.asarray(values, dtype=float)
+    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max())}
+
+
 def resolve_horizons(spec: Sequence[str], chunk: int) -> list[int]:
     """`1,10,full` -> sorted unique step counts, capped at the chunk length."""
     out = set()

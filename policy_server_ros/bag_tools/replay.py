@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from policy_server_ros.bag_tools.metrics import percentiles
 from policy_server_ros.bag_tools.ros_io import Spinner, message_class, ros_node
 from policy_server_ros.bag_tools.storage import (
     BagError,
@@ -105,14 +106,6 @@ class ReplaySummary:
                        + (f", latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms"
                           if lat else ""))
         return out
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values)
-    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
-            "max": float(arr.max())}
 
 
 def replay(bag: Path, options: ReplayOptions, stop: threading.Event,
@@ -217,13 +210,13 @@ def _play(reader: Any, connections: list, *, publishers: dict[str, Any], stamped
                                  monitor))
         if not options.loop:
             break
-    summary = ReplaySummary(counts, loops, time.perf_counter() - begin, _stats(late_ms),
+    summary = ReplaySummary(counts, loops, time.perf_counter() - begin, percentiles(late_ms),
                             sorted(stamped) if options.restamp else [])
     if monitor is not None:
         # Chunks of the last observations arrive after the last message: wait a little.
         stop.wait(0.5)
         chunks, latencies = monitor.snapshot()
-        summary.chunks, summary.chunk_latency_ms = chunks, _stats(latencies)
+        summary.chunks, summary.chunk_latency_ms = chunks, percentiles(latencies)
     return summary
 
 

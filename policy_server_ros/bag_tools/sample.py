@@ -89,9 +89,8 @@ def _ee_pose(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return position, np.array([0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)])
 
 
-def _events(spec: SampleSpec) -> Iterator[tuple[int, str, str, Any]]:
-    """(log time, topic, type, message) per stream, each stream in log-time order."""
-    store = typestore()
+def _events(spec: SampleSpec, store: Any) -> Iterator[tuple[int, str, str, Any]]:
+    """(log time, topic, type, message) from every stream, merged in log-time order."""
     T = store.types  # noqa: N806 - message classes, named like the ROS types
     rng = np.random.default_rng(spec.seed)
 
@@ -150,7 +149,7 @@ def make_sample(out: Path, spec: SampleSpec | None = None, storage: str = "mcap"
     connections: dict[str, Any] = {}
     counts: dict[str, int] = {}
     try:
-        for log_ns, topic, msgtype, msg in _events(spec):
+        for log_ns, topic, msgtype, msg in _events(spec, store):
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
             writer.write(connections[topic], log_ns, store.serialize_cdr(msg, msgtype))
