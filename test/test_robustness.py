@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import closed_by_server, raw_roundtrip, running_server, wait_until
-from hostile_pickles import corpus
+from hostile_pickles import amplifiers, corpus
 
 from benchmark.base import MetaAction, MetaObs
 from policy_server_ros.observation import as_batch
@@ -45,7 +45,11 @@ def _seeds(canary: Path) -> list[bytes]:
     reply = [MetaAction(action=np.arange(14, dtype=np.float32)) for _ in range(3)]
     batched = [np.array([{"action": np.zeros(2, np.float32), "ctrl_space": "ee"}], dtype=object)]
     seeds = [pickle.dumps(x, protocol=p) for x in (obs, reply, batched) for p in range(6)]
-    return seeds + list(corpus(canary).values())
+    # The corpus's amplifiers are up to 68 KB; small ones (4 KB) keep 100,000 mutations fast,
+    # and their mutations still repeat constructions, nest containers and reuse the memo.
+    gadgets = [data for name, data in corpus(canary).items()
+               if not name.startswith("amplification")]
+    return seeds + gadgets + list(amplifiers(count=1, text_size=1024).values())
 
 
 def _mutate(seed: bytes, rng: np.random.Generator, seeds: list[bytes]) -> bytes:

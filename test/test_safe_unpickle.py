@@ -9,13 +9,23 @@ import io
 import os
 import pickle
 import subprocess
+import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
+from hostile_pickles import amplifiers
 
 from benchmark.base import MetaAction, MetaObs
-from socket_bridge.safe_unpickle import UnsafePickleError, safe_loads
+from socket_bridge.safe_unpickle import (
+    MAX_DECODE_BYTES,
+    DecodeBudgetExceeded,
+    UnsafePickleError,
+    decode_budget,
+    safe_loads,
+)
 
 
 def _obs() -> MetaObs:
@@ -173,3 +183,83 @@ def test_dtype_states_other_than_numpys_own_are_refused() -> None:
         safe_loads(pickle.dumps(ObjectDtypeWithFlags()))
     big_endian = safe_loads(pickle.dumps(np.dtype(">f4")))
     assert big_endian == np.dtype(">f4")  # byte order is the one thing a state may choose
+
+
+# --- the allocation budget ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(amplifiers()))
+def test_memory_amplifiers_are_refused_within_their_budget(name: str) -> None:
+    data = amplifiers()[name]
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsafePickleError):
+            safe_loads(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # What the decoder built before it stopped: its budget, plus strings read from the input.
+    assert peak <= decode_budget(len(data)) + 8 * len(data) + (64 << 10), \
+        f"{name}: {len(data)} bytes built {peak / 2**20:.1f} MiB"
+
+
+def test_the_budget_grows_with_the_frame_up_to_an_absolute_cap() -> None:
+    assert decode_budget(0) < decode_budget(10_000) < decode_budget(1_000_000)
+    assert decode_budget(64 << 20) == decode_budget(1 << 40) == MAX_DECODE_BYTES
+
+
+def _batched_reply(batch: int, steps: int = 100) -> list:
+    entries = []
+    for t in range(steps):
+        row = np.empty(batch, dtype=object)
+        row[:] = [{"ctrl_space": "joint", "ctrl_type": "abs", "gripper_continuous": False,
+                   "action": np.full(14, t, np.float32)} for _ in range(batch)]
+        entries.append(row)
+    return entries
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_real_messages_fit_their_budget_and_their_data_is_charged(protocol: int) -> None:
+    rng = np.random.default_rng(protocol)
+    request = MetaObs(state=np.zeros((1, 14), np.float32),
+                      image=rng.integers(0, 256, (1, 2, 3, 480, 640), np.uint8))
+    data = pickle.dumps(request, protocol=protocol)
+    np.testing.assert_array_equal(safe_loads(data).image, request.image)
+    with pytest.raises(DecodeBudgetExceeded, match="allocation budget of 1000000 bytes"):
+        safe_loads(data, budget=1_000_000)  # 1.8 MB of images are more than 1 MB
+    reply = safe_loads(pickle.dumps(_batched_reply(8), protocol=protocol))
+    assert len(reply) == 100 and reply[99][7]["action"][0] == 99
+
+
+def test_numpy_scalar_types_take_one_number_not_a_list() -> None:
+    assert safe_loads(pickle.dumps(np.float32(1.5))) == np.float32(1.5)
+    from socket_bridge.portable_pickle import dumps
+    assert type(safe_loads(dumps(np.int16(-3)))) is np.int16
+    with pytest.raises(UnsafePickleError, match="numpy.float64 takes one number"):
+        safe_loads(amplifiers()["numpy scalar types called on a list"])
+
+
+_RSS_PROBE = """
+import resource, sys
+sys.path.insert(0, "test")
+from hostile_pickles import amplifiers
+from socket_bridge.safe_unpickle import safe_loads
+data = amplifiers(count=512)["object arrays via the memo"]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    safe_loads(data)
+    outcome = "decoded"
+except Exception as exc:
+    outcome = type(exc).__name__
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(len(data), outcome, round(grown))
+"""
+
+
+def test_the_reported_amplifier_cannot_grow_the_process() -> None:
+    # The review's pattern: one 1 MiB object array rebuilt through the memo, 512 times in 5 KB
+    # (512 MiB resident before the budget). A fresh process, so ru_maxrss is this decode's.
+    result = subprocess.run([sys.executable, "-c", _RSS_PROBE], cwd=REPO_ROOT, text=True,
+                            capture_output=True, timeout=120, check=True)
+    size, outcome, grown_mib = result.stdout.split()
+    assert int(size) < 6000 and outcome == "DecodeBudgetExceeded", result.stdout
+    assert int(grown_mib) < 16, f"resident memory grew by {grown_mib} MiB"
