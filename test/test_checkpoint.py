@@ -26,6 +26,7 @@ from policy_server_ros.policies.torch_runtime import WeightsMismatchError
 from socket_bridge.safe_unpickle import UnsafePickleError
 
 CPU = LoadOptions(device="cpu")
+STATS = "sim_transfer_cube_scripted_stats_joint_abs.pkl"
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +70,47 @@ def test_full_size_example_has_the_original_tensor_layout_and_config(tmp_path: P
     assert json.loads((out / "config.json").read_text()) == original
 
 
-def test_normalize_json_is_found_in_the_parent_folder_first(ckpt: Path, tmp_path: Path) -> None:
+def _run_with_two_normalize_jsons(ckpt: Path, tmp_path: Path) -> Path:
+    """run/checkpoint-500 where run/ and checkpoint-500/ each hold a different normalize.json.
+
+    run/ keeps the original (dataset sim_transfer_cube_scripted, zscore) and its stats; the step's
+    own names dataset step_own with minmax state normalization and its own stats. The step also
+    holds a sim_transfer_cube_scripted stats file whose state mean is shifted by 5, so using it
+    instead of run/'s shows in the normalizer's offset.
+    """
     run = tmp_path / "run"
     step = run / "checkpoint-500"
     step.mkdir(parents=True)
     for name in ("policy_metadata.json", "config.json", "model.safetensors"):
         shutil.copy(ckpt / name, step / name)
-    for name in ("normalize.json", "sim_transfer_cube_scripted_stats_joint_abs.pkl"):
+    for name in ("normalize.json", STATS):
         shutil.copy(ckpt / name, run / name)
-    policy = load_policy(step, CPU)
-    assert policy.norm.dataset_id == "sim_transfer_cube_scripted"
+    spec = json.loads((ckpt / "normalize.json").read_text())
+    spec["datasets"] = [{"dataset_id": "step_own", "ctrl_space": "joint", "ctrl_type": "abs"}]
+    spec["state"] = {"step_own": "minmax"}
+    spec["action"] = {"step_own": "zscore"}
+    (step / "normalize.json").write_text(json.dumps(spec))
+    shutil.copy(ckpt / STATS, step / "step_own_stats_joint_abs.pkl")
+    shifted = pickle.loads((ckpt / STATS).read_bytes())
+    shifted["state"]["mean"] = [m + 5.0 for m in shifted["state"]["mean"]]
+    (step / STATS).write_bytes(pickle.dumps(shifted))
+    return step
+
+
+def test_normalize_json_is_found_in_the_parent_folder_first(ckpt: Path, tmp_path: Path) -> None:
+    step = _run_with_two_normalize_jsons(ckpt, tmp_path)
+    norm = load_policy(step, CPU).norm
+    assert (norm.dataset_id, norm.state.kind) == ("sim_transfer_cube_scripted", "zscore")
+    parent_mean = pickle.loads((step.parent / STATS).read_bytes())["state"]["mean"]
+    np.testing.assert_allclose(norm.state.offset, parent_mean)  # run/'s stats, not the step's
+
+
+def test_the_folders_own_normalize_json_when_the_parent_has_none(ckpt: Path,
+                                                                 tmp_path: Path) -> None:
+    step = _run_with_two_normalize_jsons(ckpt, tmp_path)
+    (step.parent / "normalize.json").unlink()
+    norm = load_policy(step, CPU).norm
+    assert (norm.dataset_id, norm.state.kind) == ("step_own", "minmax")
 
 
 def test_missing_normalize_json_says_where_it_looked(ckpt: Path, tmp_path: Path) -> None:

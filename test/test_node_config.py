@@ -1,15 +1,37 @@
-"""The node's parameter table, config/server.yaml and the launch file agree."""
+"""The node's parameter table, config/server.yaml and the launch file agree.
+
+`launch` and `launch_ros` are not installable here, so the launch file runs against small
+stand-ins for the parts of their API it uses (same names, same signatures, same lookup rules).
+The test then does what `ros2 launch` does: declare the arguments (filling in defaults), run the
+OpaqueFunctions, and read the Node actions' parameters the way the node would (parameter files
+matched by node name, then dictionaries, the last value winning). Nothing reads the file as text,
+so a misnamed, missing or mistyped argument, a wrong default or an argument that never reaches
+the node fails, and arguments built in a loop from NODE_PARAMETERS work unchanged.
+"""
 
 from __future__ import annotations
 
-import ast
+import importlib.util
+import os
+import sys
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import yaml
 from conftest import REPO_ROOT
 
-from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS
+from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS, ParamSpec
 
 LAUNCH_FILE = REPO_ROOT / "policy_server_ros" / "launch" / "server.launch.py"
+PACKAGE = "policy_server_ros"
+IMPORTANT = {"model_name_or_path", "dataset_id", "chunk_size", "device", "camera_topics",
+             "joint_state_topic", "joint_names", "required_inputs", "state_inputs", "sync_slop",
+             "max_observation_age", "inference_rate", "socket_bridge_enabled", "socket_port",
+             "action_joint_names"}
 
 
 def test_server_yaml_lists_every_parameter_with_its_default() -> None:
@@ -20,32 +42,305 @@ def test_server_yaml_lists_every_parameter_with_its_default() -> None:
         assert params[spec.name] == spec.default, spec.name
 
 
-def _launch_arguments() -> list[tuple[str, str, str]]:
-    # `launch` is not installable here; read the file's argument table without importing it.
-    tree = ast.parse(LAUNCH_FILE.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "ARGUMENTS":
-            return ast.literal_eval(node.value)
-    raise AssertionError("ARGUMENTS table not found in server.launch.py")
+# ---- stand-ins for launch / launch_ros ------------------------------------------------------
 
 
-def test_launch_arguments_are_node_parameters_of_the_same_type() -> None:
-    kinds = {str: "str", int: "int", float: "float", bool: "bool", list: "list"}
-    arguments = _launch_arguments()
-    assert len(arguments) >= 20
-    for name, kind, description in arguments:
-        assert name in BY_NAME, f"launch argument {name} is not a node parameter"
-        assert kinds[BY_NAME[name].kind] == kind, name
-        assert description
-    important = {"model_name_or_path", "dataset_id", "chunk_size", "device", "camera_topics",
-                 "joint_state_topic", "joint_names", "required_inputs", "state_inputs",
-                 "sync_slop", "max_observation_age", "inference_rate", "socket_bridge_enabled",
-                 "socket_port", "action_joint_names"}
-    assert important <= {name for name, _, _ in arguments}
+@dataclass
+class _Context:
+    """launch.LaunchContext's part that substitutions read: the launch configurations."""
+
+    launch_configurations: dict[str, str]
 
 
-def test_launch_file_declares_params_file_and_runs_the_installed_executable() -> None:
-    text = LAUNCH_FILE.read_text()
-    assert '"params_file"' in text and '"server.yaml"' in text
-    assert 'executable="policy_server"' in text and 'package="policy_server_ros"' in text
-    compile(text, str(LAUNCH_FILE), "exec")  # valid Python for ros2 launch
+class Substitution:
+    def perform(self, context: _Context) -> str:
+        raise NotImplementedError
+
+
+def _check_text(value: Any, what: str) -> None:
+    # launch's normalize_to_list_of_substitutions: text, a substitution, or a list of those.
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if not isinstance(item, str | Substitution):
+            raise TypeError(f"{what} must be text or substitutions, got {item!r}")
+
+
+def _perform(value: Any, context: _Context) -> str:
+    """Text of a substitution, or of a list of them (concatenated, as launch does)."""
+    _check_text(value, "a substitution")
+    items = value if isinstance(value, list | tuple) else [value]
+    return "".join(i if isinstance(i, str) else i.perform(context) for i in items)
+
+
+class LaunchConfiguration(Substitution):
+    def __init__(self, variable_name: Any, *, default: Any = None) -> None:
+        _check_text(variable_name, "LaunchConfiguration's name")
+        self.variable_name, self.default = variable_name, default
+
+    def perform(self, context: _Context) -> str:
+        name = _perform(self.variable_name, context)
+        if name in context.launch_configurations:
+            return context.launch_configurations[name]
+        if self.default is not None:
+            return _perform(self.default, context)
+        raise LookupError(f"launch configuration {name!r} is read but never declared")
+
+
+class TextSubstitution(Substitution):
+    def __init__(self, *, text: str) -> None:
+        self.text = text
+
+    def perform(self, context: _Context) -> str:
+        return self.text
+
+
+class PathJoinSubstitution(Substitution):
+    def __init__(self, substitutions: list[Any]) -> None:
+        self.substitutions = substitutions
+
+    def perform(self, context: _Context) -> str:
+        return os.path.join(*(_perform(s, context) for s in self.substitutions))
+
+
+class FindPackageShare(Substitution):
+    def __init__(self, package: Any) -> None:
+        self.package = package
+
+    def perform(self, context: _Context) -> str:
+        package = _perform(self.package, context)
+        if package != PACKAGE:
+            raise LookupError(f"package {package!r} not found")
+        return str(REPO_ROOT)  # CMake installs config/ and launch/ to share/policy_server_ros
+
+
+class DeclareLaunchArgument:
+    def __init__(self, name: str, *, default_value: Any = None, description: str | None = None,
+                 choices: list[str] | None = None, **kwargs: Any) -> None:
+        if not isinstance(name, str) or (description is not None
+                                         and not isinstance(description, str)):
+            raise TypeError("DeclareLaunchArgument's name and description must be text")
+        if default_value is not None:
+            _check_text(default_value, f"launch argument {name}'s default_value")
+        self.name, self.default_value, self.description = name, default_value, description
+        self.choices = choices
+
+
+class OpaqueFunction:
+    def __init__(self, *, function: Callable[..., Any], args: Iterable[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, **left_over_kwargs: Any) -> None:
+        self.function, self.args, self.kwargs = function, list(args or []), dict(kwargs or {})
+
+
+# launch.actions.ExecuteProcess's keyword arguments, which Node passes on.
+_EXECUTE_PROCESS_KWARGS = {"cwd", "env", "additional_env", "shell", "sigterm_timeout",
+                           "sigkill_timeout", "emulate_tty", "output", "output_format",
+                           "log_cmd", "cached_output", "on_exit", "respawn", "respawn_delay",
+                           "respawn_max_retries", "prefix", "condition"}
+
+
+class Node:
+    def __init__(self, *, executable: Any, package: Any = None, name: Any = None,
+                 namespace: Any = None, exec_name: Any = None, parameters: list[Any] | None = None,
+                 remappings: Any = None, ros_arguments: Any = None, arguments: Any = None,
+                 **kwargs: Any) -> None:
+        unknown = set(kwargs) - _EXECUTE_PROCESS_KWARGS
+        if unknown:
+            raise TypeError(f"Node() got unexpected keyword arguments {sorted(unknown)}")
+        if parameters is not None and not isinstance(parameters, list):
+            raise TypeError("Node's parameters must be a list of files and dicts")
+        self.executable, self.package, self.name = executable, package, name
+        self.namespace, self.parameters = namespace, parameters or []
+
+
+class LaunchDescription:
+    def __init__(self, initial_entities: Iterable[Any] | None = None, *,
+                 deprecated_reason: str | None = None) -> None:
+        self.entities = list(initial_entities or [])
+
+
+_STAND_INS = {
+    "launch": {"LaunchDescription": LaunchDescription},
+    "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument,
+                       "OpaqueFunction": OpaqueFunction},
+    "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration,
+                             "PathJoinSubstitution": PathJoinSubstitution,
+                             "TextSubstitution": TextSubstitution},
+    "launch_ros": {},
+    "launch_ros.actions": {"Node": Node},
+    "launch_ros.substitutions": {"FindPackageShare": FindPackageShare},
+}
+
+
+def _load_launch_file(path: Path) -> types.ModuleType:
+    """Import the launch file with the stand-ins in place of launch and launch_ros.
+
+    A name it imports that has no stand-in fails the import: add one here that behaves like the
+    real class, rather than loosening this.
+    """
+    modules = {}
+    for name, members in _STAND_INS.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(members)
+        module.__path__ = []  # a package, so that `launch.actions` imports
+        modules[name] = module
+    with mock.patch.dict(sys.modules, modules):
+        spec = importlib.util.spec_from_file_location("server_launch", path)
+        assert spec is not None and spec.loader is not None
+        launch_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(launch_module)
+    return launch_module
+
+
+@dataclass
+class _Launched:
+    arguments: dict[str, DeclareLaunchArgument] = field(default_factory=dict)
+    nodes: list[tuple[Node, dict[str, Any]]] = field(default_factory=list)  # with parameters
+
+
+def _node_parameters(node: Node, context: _Context) -> dict[str, Any]:
+    """The parameters the node starts with: files (entries for its name or /**), then dicts."""
+    name = _perform(node.name, context)
+    values: dict[str, Any] = {}
+    for item in node.parameters:
+        if isinstance(item, dict):
+            for key, value in item.items():
+                # A substitution's text is read as YAML, as a parameter given as text is.
+                values[key] = yaml.safe_load(_perform(value, context)) \
+                    if isinstance(value, Substitution) else value
+        else:
+            data = yaml.safe_load(Path(_perform(item, context)).read_text()) or {}
+            for key in ("/**", name, f"/{name}"):
+                values.update((data.get(key) or {}).get("ros__parameters") or {})
+    return values
+
+
+def _launch(command_line: dict[str, str]) -> _Launched:
+    """`ros2 launch policy_server_ros server.launch.py name:=value ...`, up to starting nodes."""
+    description = _load_launch_file(LAUNCH_FILE).generate_launch_description()
+    assert isinstance(description, LaunchDescription)
+    context = _Context(dict(command_line))
+    launched = _Launched()
+
+    def visit(entities: Iterable[Any]) -> None:
+        for entity in entities:
+            if isinstance(entity, DeclareLaunchArgument):
+                assert entity.name not in launched.arguments, f"{entity.name} declared twice"
+                launched.arguments[entity.name] = entity
+                if entity.name not in context.launch_configurations:
+                    assert entity.default_value is not None, f"{entity.name} has no default"
+                    context.launch_configurations[entity.name] = _perform(entity.default_value,
+                                                                          context)
+                value = context.launch_configurations[entity.name]
+                assert entity.choices is None or value in entity.choices, (entity.name, value)
+            elif isinstance(entity, OpaqueFunction):
+                visit(entity.function(context, *entity.args, **entity.kwargs) or [])
+            elif isinstance(entity, Node):
+                launched.nodes.append((entity, _node_parameters(entity, context)))
+            else:
+                raise TypeError(f"no stand-in runs {entity!r}; add one to test_node_config.py")
+
+    visit(description.entities)
+    undeclared = set(command_line) - set(launched.arguments)
+    assert not undeclared, f"launch arguments not declared: {sorted(undeclared)}"
+    return launched
+
+
+def _the_node(launched: _Launched) -> tuple[Node, dict[str, Any]]:
+    assert len(launched.nodes) == 1, f"expected one Node, got {len(launched.nodes)}"
+    return launched.nodes[0]
+
+
+def _other_value(spec: ParamSpec) -> tuple[str, Any]:
+    """A value unlike the default, as typed after `name:=` and as the node should receive it."""
+    if spec.choices:
+        value = next(c for c in spec.choices if c != spec.default)
+        return value, value
+    if spec.kind is bool:
+        return str(not spec.default).lower(), not spec.default
+    if spec.kind is list:
+        value = [f"/test/{spec.name}_a", f"/test/{spec.name}_b"]
+        return f"[{', '.join(value)}]", value
+    if spec.kind is str:
+        return "12", "12"  # a string that YAML would read as a number must stay a string
+    step = 3 if spec.kind is int else 0.25
+    value = spec.default + step
+    if spec.max is not None and value > spec.max:
+        value = spec.default - step
+    return str(value), value
+
+
+def _defaults() -> dict[str, Any]:
+    return {p.name: p.default for p in NODE_PARAMETERS}
+
+
+def _differences(got: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """`name: got (expected ...)` for each parameter that differs, missing or extra."""
+    def shown(values: dict[str, Any], key: str) -> str:
+        return repr(values[key]) if key in values else "unset"
+
+    return [f"{k}: {shown(got, k)} (expected {shown(expected, k)})"
+            for k in sorted(got.keys() | expected.keys()) if shown(got, k) != shown(expected, k)]
+
+
+def _argument_names(launched: _Launched) -> set[str]:
+    return set(launched.arguments) - {"params_file"}
+
+
+# ---- the launch file -------------------------------------------------------------------------
+
+
+def test_launch_arguments_are_node_parameters_with_descriptions() -> None:
+    launched = _launch({})
+    names = _argument_names(launched)
+    assert "params_file" in launched.arguments
+    assert not names - set(BY_NAME), f"not node parameters: {sorted(names - set(BY_NAME))}"
+    assert names >= IMPORTANT, f"missing launch arguments: {sorted(IMPORTANT - names)}"
+    for argument in launched.arguments.values():
+        assert argument.description, f"launch argument {argument.name} has no description"
+
+
+def test_launch_without_arguments_starts_the_installed_node_with_every_default() -> None:
+    node, parameters = _the_node(_launch({}))
+    context = _Context({})
+    package, executable = _perform(node.package, context), _perform(node.executable, context)
+    assert package == PACKAGE
+    # config/server.yaml's parameters are for the node named policy_server.
+    assert _perform(node.name, context) == "policy_server", "the node must be named policy_server"
+    # Where launch_ros looks for it: <prefix>/lib/<package>/<executable>, installed by CMake.
+    installed = Path(sys.prefix) / "lib" / package / executable
+    assert installed.is_file(), f"{installed} is not installed (scripts/setup_venv.sh)"
+    assert "from policy_server_ros.node import main" in installed.read_text()
+    assert not _differences(parameters, _defaults()), _differences(parameters, _defaults())
+
+
+def test_each_launch_argument_reaches_the_node_as_its_parameter_type() -> None:
+    names = sorted(_argument_names(_launch({})) & BY_NAME.keys())  # others: the test above
+    wrong = []
+    for name in names:
+        text, expected = _other_value(BY_NAME[name])
+        _, parameters = _the_node(_launch({name: text}))
+        got = parameters.get(name)
+        if got != expected or type(got) is not BY_NAME[name].kind:
+            wrong.append(f"{name}:={text} gave {got!r}, expected {expected!r}")
+        else:
+            others = _differences({**parameters, name: None}, {**_defaults(), name: None})
+            wrong += [f"{name}:={text} also changed {other}" for other in others]
+    assert not wrong, "\n".join(wrong)
+    every = {name: _other_value(BY_NAME[name]) for name in names}
+    _, parameters = _the_node(_launch({name: text for name, (text, _) in every.items()}))
+    expected = {**_defaults(), **{name: value for name, (_, value) in every.items()}}
+    assert not _differences(parameters, expected), _differences(parameters, expected)
+
+
+def test_params_file_argument_and_arguments_overriding_it(tmp_path: Path) -> None:
+    params_file = tmp_path / "robot.yaml"
+    params_file.write_text(yaml.safe_dump(
+        {"policy_server": {"ros__parameters": {"device": "cpu", "socket_port": 6001}}}))
+    for command_line, expected in [
+            ({"params_file": str(params_file)}, {"device": "cpu", "socket_port": 6001}),
+            ({"params_file": str(params_file), "device": "cuda:1"},
+             {"device": "cuda:1", "socket_port": 6001}),
+            ({"params_file": ""}, {})]:  # no file: the node's own defaults
+        _, parameters = _the_node(_launch(command_line))
+        assert not _differences(parameters, expected), (command_line,
+                                                        _differences(parameters, expected))
