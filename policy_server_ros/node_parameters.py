@@ -68,7 +68,7 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        kind=list),
     _p("state_inputs", ["joints"],
        "what MetaObs.state concatenates, in order: joints (in joint_names order) and/or ee "
-       "(x, y, z, qx, qy, qz, qw)", kind=list),
+       "(x, y, z, qx, qy, qz, qw); each must also be in required_inputs", kind=list),
     _p("sync_slop", 0.05, "largest stamp difference (s) between messages of one observation",
        min=0.0, max=10.0),
     _p("max_observation_age", 0.5, "observations older than this (s) never trigger inference",

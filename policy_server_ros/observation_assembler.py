@@ -5,7 +5,9 @@ Inputs are named `camera/<i>`, `depth/<i>`, `joints`, `ee`, `pointcloud` (timed:
 buffers) and `language` (latched: the latest string holds until replaced). A complete set is one
 message from each required timed input whose stamps lie within `slop` of each other. The newest
 complete set wins, each set is emitted once, and a set older than `max_age` never is. Optional
-inputs join a set when a message within `slop` of it exists.
+inputs join a set when a message within `slop` of it exists; they never decide which set is new
+(only the required inputs' stamps do), so a fast optional input cannot make a set look emitted.
+Every input that feeds `state` must be required: `state` is never silently left out.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ class AssemblerConfig:
         if not timed_required:
             raise ValueError("at least one timed input (cameras, depth, joints, ee, pointcloud) "
                              "must be required, or nothing would ever trigger an observation")
+        optional = [p for p in self.state_parts if p not in self.required]
+        if optional:
+            raise ValueError(f"state inputs {optional} are not in required_inputs: an "
+                             f"observation without them would have no state; add them to "
+                             f"required_inputs")
 
     def input_names(self) -> list[str]:
         names = [f"camera/{i}" for i in range(self.cameras)]
@@ -91,8 +98,8 @@ def _kind(name: str) -> str:
 
 @dataclass
 class Assembled:
-    """One observation: the MetaObs, its stamp (the newest message in the set) and the stamps
-    of the messages it was built from."""
+    """One observation: the MetaObs, its stamp (the newest required message in the set) and
+    the stamps of all the messages it was built from."""
 
     obs: MetaObs
     stamp_ns: int
@@ -115,8 +122,9 @@ class ObservationAssembler:
                        for name in config.input_names()}
         self.language: str | None = None
         self.timestep = 0
-        self._last_emitted_ns = -1
-        self.stale_skipped = 0
+        self._last_emitted_ns = -1  # newest required stamp of the last emitted set
+        self._last_stale_ns = -1  # the same for the last set found stale
+        self.stale_skipped = 0  # stale sets, each counted once however often it is seen
 
     def add(self, name: str, stamp_ns: int, value: Any, arrival_ns: int | None = None) -> None:
         """Record a converted message. `language` values are strings and are latched."""
@@ -152,13 +160,17 @@ class ObservationAssembler:
         if chosen is None:
             return None
         stamps = {name: stamp for name, (stamp, _) in chosen.items()}
-        if now_ns - min(stamps.values()) > self.config.max_age_s * 1e9:
-            self.stale_skipped += 1
+        required = [stamps[name] for name in self.config.required_names()]
+        set_ns = max(required)
+        if now_ns - min(required) > self.config.max_age_s * 1e9:
+            if set_ns != self._last_stale_ns:
+                self._last_stale_ns = set_ns
+                self.stale_skipped += 1
             return None
-        self._last_emitted_ns = max(stamps.values())
+        self._last_emitted_ns = set_ns
         obs = self._build(chosen)
         self.timestep += 1
-        return Assembled(obs, max(stamps.values()), stamps)
+        return Assembled(obs, set_ns, stamps)
 
     def stale_inputs(self, now_ns: int) -> list[tuple[str, float]]:
         """Required inputs whose newest message is older than max_age: (name, age in s)."""
@@ -205,9 +217,9 @@ class ObservationAssembler:
         image = _stack([values.get(f"camera/{i}") for i in range(cfg.cameras)], "camera")
         depth = _stack([values.get(f"depth/{i}") for i in range(cfg.depths)], "depth")
         joints, ee = values.get("joints"), values.get("ee")
-        parts = [values.get(p) for p in cfg.state_parts]
-        state = np.concatenate(parts).astype(np.float32) if all(
-            p is not None for p in parts) and parts else None
+        # Every state part is required (AssemblerConfig), so each is in the set.
+        state = np.concatenate([values[p] for p in cfg.state_parts]).astype(np.float32) \
+            if cfg.state_parts else None
         return MetaObs(state=state, state_joint=joints, state_ee=ee, image=image, depth=depth,
                        pc=values.get("pointcloud"), raw_lang=self.language or "",
                        timestep=self.timestep)

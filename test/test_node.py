@@ -215,6 +215,7 @@ def test_the_parameter_yaml_loads_into_the_node(tmp_path) -> None:
     params = data["policy_server"]["ros__parameters"]
     params.update(model_name_or_path="builtin:echo", camera_topics=["/left/image", "/right/image"],
                   ee_pose_topic="/ee_pose", state_inputs=["joints", "ee"],
+                  required_inputs=["cameras", "joints", "ee"],
                   socket_bridge_enabled=False, action_topic="/chunks")
     params_file = tmp_path / "robot.yaml"
     params_file.write_text(yaml.safe_dump(data))

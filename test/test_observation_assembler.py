@@ -109,3 +109,41 @@ def test_cameras_of_different_sizes_are_an_error() -> None:
 def test_configuration_errors(kw, message) -> None:
     with pytest.raises(ValueError, match=message):
         AssemblerConfig(**kw)
+
+
+def test_a_state_input_must_be_required() -> None:
+    # Before: with ee optional, a set without ee was emitted with state=None.
+    with pytest.raises(ValueError, match=r"state inputs \['ee'\] are not in required_inputs"):
+        AssemblerConfig(has_ee=True, state_parts=("joints", "ee"))
+    a = _assembler(has_ee=True, required=("cameras", "joints", "ee"), state_parts=("joints", "ee"))
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 1000 * MS, np.zeros(3, np.float32))
+    assert a.assemble(1000 * MS) is None and a.missing() == ["ee"]  # no state, no observation
+
+
+def test_a_fast_optional_input_does_not_make_the_next_set_look_emitted() -> None:
+    a = _assembler(has_ee=True, slop_s=0.05)  # ee optional, not part of state
+    a.add("camera/0", 100 * MS, IMG)
+    a.add("joints", 100 * MS, np.zeros(3, np.float32))
+    a.add("ee", 130 * MS, np.zeros(7, np.float32))  # newer than the set, within slop
+    first = a.assemble(131 * MS)
+    assert first is not None and first.stamp_ns == 100 * MS
+    assert first.input_stamps_ns["ee"] == 130 * MS
+    a.add("camera/0", 120 * MS, IMG)
+    a.add("joints", 120 * MS, np.ones(3, np.float32))
+    second = a.assemble(132 * MS)  # before: skipped, as 120 ms <= the optional ee's 130 ms
+    assert second is not None and second.stamp_ns == 120 * MS and second.obs.state[0] == 1
+
+
+def test_a_stale_set_is_counted_once_however_often_it_is_seen() -> None:
+    a = _assembler(max_age_s=0.1)
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 1000 * MS, np.zeros(3))
+    for now in range(1200, 1210):  # every message triggers an attempt
+        assert a.assemble(now * MS) is None
+    assert a.stale_skipped == 1
+    a.add("camera/0", 1010 * MS, IMG)
+    a.add("joints", 1010 * MS, np.zeros(3))
+    for now in range(1300, 1305):
+        assert a.assemble(now * MS) is None
+    assert a.stale_skipped == 2
