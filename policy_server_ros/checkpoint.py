@@ -10,8 +10,8 @@
 
 normalize.json is looked up in the parent folder first, then the folder itself, so
 `run/checkpoint-N` finds `run/normalize.json`; the stats pickle is looked up beside the
-normalize.json that was found first, then in the same two folders. Nothing falls back silently: every
-missing piece is an error that says what was searched and what to do.
+normalize.json that was found first, then in the same two folders. Nothing falls back
+silently: every missing piece is an error that says what was searched and what to do.
 """
 
 from __future__ import annotations

@@ -4,17 +4,19 @@ One worker thread owns the policy (and, for torch policies, the device). Socket 
 callbacks call `submit(obs)` and get a Future; they never call the model themselves, so model
 calls are never concurrent. Requests that are waiting when the worker becomes free are batched
 into one forward pass (up to `max_batch` observations, optionally waiting `max_wait_ms` for more).
-A failing request fails only its own future.
+A failing request fails only its own future, and every future resolves (result, error or
+cancellation) whatever the interleaving of `submit`, the worker and `close`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +47,22 @@ class _Request:
     @property
     def size(self) -> int:
         return 1 if self.batch is None else batch_size_of(self.batch)
+
+
+def _set_result(future: Future, result: object) -> None:
+    # close() may have failed a request the hung worker was still running; its late result
+    # then has nobody to go to.
+    with contextlib.suppress(InvalidStateError):
+        future.set_result(result)
+
+
+def _set_exception(future: Future, exc: BaseException) -> None:
+    """Fail `future` from any state: pending (marked running first, unless cancelled), running,
+    or already resolved (left as it is)."""
+    with contextlib.suppress(InvalidStateError, RuntimeError):  # RuntimeError: already done
+        if not future.running() and not future.set_running_or_notify_cancel():
+            return  # cancelled by its caller
+        future.set_exception(exc)
 
 
 def resolve_chunk_size(policy: Policy, chunk_size: int) -> int:
@@ -102,7 +120,11 @@ class InferenceEngine:
         self.max_wait = max_wait_ms / 1e3
         self.warmup_ms: float | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_queue)
-        self._closed = threading.Event()
+        # Taken around "closed?" + enqueue in submit and around setting it in close, so no
+        # request can be queued once close has begun.
+        self._submit_lock = threading.Lock()
+        self._closed = False
+        self._running: list[_Request] = []  # the worker's current batch
         self._ready = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(warmup,), name="inference-engine",
                                         daemon=True)
@@ -112,16 +134,23 @@ class InferenceEngine:
         """Block until the warm-up pass is done (requests submitted earlier simply queue)."""
         return self._ready.wait(timeout)
 
+    @property
+    def max_queue(self) -> int:
+        """Requests that may wait at once; `submit` raises EngineBusy beyond it."""
+        return self._queue.maxsize
+
     def submit(self, obs: MetaObs) -> Future:
-        """Queue one observation; the Future resolves to a PolicyOutput or to the error."""
-        if self._closed.is_set():
-            raise EngineClosed("the inference engine is shut down")
+        """Queue one observation; the Future resolves to a PolicyOutput or to the error.
+        Raises EngineBusy when the queue is full and EngineClosed after `close`."""
         request = _Request(obs, Future(), time.perf_counter())
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full:
-            raise EngineBusy(f"inference queue full ({self._queue.maxsize} requests waiting)") \
-                from None
+        with self._submit_lock:
+            if self._closed:
+                raise EngineClosed("the inference engine is shut down")
+            try:
+                self._queue.put_nowait(request)
+            except queue.Full:
+                raise EngineBusy(f"inference queue full ({self._queue.maxsize} requests "
+                                 f"waiting)") from None
         return request.future
 
     def _run(self, warmup: bool) -> None:
@@ -133,13 +162,14 @@ class InferenceEngine:
             if first is None:
                 return self._fail_leftovers()
             requests, stop = self._gather(first)
+            self._running = requests
             try:
                 self._process(requests)
             except Exception as exc:  # a bug here must not kill the worker and hang everyone
                 log.exception("inference engine error")
                 for request in requests:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
+                    _set_exception(request.future, exc)
+            self._running = []
             if stop:
                 return self._fail_leftovers()
 
@@ -189,7 +219,7 @@ class InferenceEngine:
         try:
             request.batch, request.batched = as_batch(request.obs)
         except Exception as exc:
-            request.future.set_exception(exc)
+            _set_exception(request.future, exc)
             return 0
         return request.size
 
@@ -203,13 +233,13 @@ class InferenceEngine:
                 self._run_group(group)
             except Exception as exc:
                 if len(group) == 1:
-                    group[0].future.set_exception(exc)
+                    _set_exception(group[0].future, exc)
                 else:  # find the culprit: each request alone, failing only its own future
                     for request in group:
                         try:
                             self._run_group([request])
                         except Exception as single_exc:
-                            request.future.set_exception(single_exc)
+                            _set_exception(request.future, single_exc)
 
     def _run_group(self, group: list[_Request]) -> None:
         t0 = time.perf_counter()
@@ -231,32 +261,44 @@ class InferenceEngine:
         start = 0
         for request in group:
             stop = start + request.size
-            request.future.set_result(PolicyOutput(
+            _set_result(request.future, PolicyOutput(
                 actions=actions[start:stop], batched=request.batched, spec=spec,
                 timings_ms={"queue": (t0 - request.received) * 1e3, **timings}))
             start = stop
 
     def _fail_leftovers(self) -> None:
-        # Requests that raced with close() must not leave their callers waiting forever.
+        """Fail what is still queued: requests that close() will never let the worker run."""
         while True:
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if request is not None and request.future.set_running_or_notify_cancel():
-                request.future.set_exception(EngineClosed("the inference engine shut down"))
+            if request is not None:
+                _set_exception(request.future, EngineClosed("the inference engine shut down"))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish queued requests, stop the worker and release the policy."""
-        if self._closed.is_set():
+        """Finish queued requests, stop the worker and release the policy, within `timeout`
+        seconds. What is not finished by then fails with EngineClosed (the batch of a hung
+        policy included, which is then left to its thread, and the policy is not released)."""
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        # The stop sentinel, after the queued requests; a queue that stays full means the
+        # worker is stuck, so this waits no longer than the timeout.
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=max(timeout, 0))
+        self._worker.join(max(deadline - time.monotonic(), 0))
+        self._fail_leftovers()
+        if not self._worker.is_alive():
+            self.policy.close()
             return
-        self._closed.set()
-        self._queue.put(None)
-        self._worker.join(timeout)
-        if self._worker.is_alive():
-            log.warning("inference worker still busy after %.1f s; leaving it behind", timeout)
-            return
-        self.policy.close()
+        for request in list(self._running):
+            _set_exception(request.future, EngineClosed(
+                f"the inference engine shut down while this request ran (> {timeout:.1f} s)"))
+        self._queue.put_nowait(None)  # drained above: the worker stops if it ever comes back
+        log.warning("inference worker still busy after %.1f s; leaving it behind", timeout)
 
     def __enter__(self) -> InferenceEngine:
         return self

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from benchmark.base import MetaObs
+from policy_server_ros.engine import EngineBusy, EngineClosed
 from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge import auth
 from socket_bridge.framing import (
@@ -293,6 +294,8 @@ class PolicySocketServer:
                       number, addr, self.config.inference_timeout)
         except (ValueError, ProtocolError) as exc:  # bad observation: the client's mistake
             log.warning("Client #%d %s: bad observation: %s; replying []", number, addr, exc)
+        except (EngineBusy, EngineClosed) as exc:  # refused, not failed: no traceback
+            log.warning("Client #%d %s: request not run: %s; replying []", number, addr, exc)
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch
                 log.error("Client #%d %s: out of GPU memory (%s); replying []. Try --device cpu, "

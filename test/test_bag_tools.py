@@ -302,3 +302,36 @@ def test_a_missing_bag_is_a_clear_error(tmp_path) -> None:
     result = bag_cli("eval", str(tmp_path / "nope"), "-m", "builtin:echo")
     assert result.returncode == 2
     assert f"bag {tmp_path / 'nope'} does not exist" in result.stderr
+
+
+def test_eval_never_overflows_the_engine_queue_with_a_large_max_batch() -> None:
+    # Before: up to 2 x max_batch requests in flight against a queue of 64: with max_batch 100
+    # and a policy slower than the bag walk, submit raised EngineBusy out of eval.
+    import time
+
+    from benchmark.base import MetaObs
+    from policy_server_ros.bag_tools.evaluate import _Walk
+    from policy_server_ros.engine import InferenceEngine
+    from policy_server_ros.observation_assembler import AssemblerConfig, ObservationAssembler
+    from policy_server_ros.policies.base import ActionSpec, Policy
+
+    class Slow(Policy):
+        spec = ActionSpec(action_dim=2, chunk_size=1)
+
+        def forward(self, batch: MetaObs) -> np.ndarray:
+            time.sleep(0.05)
+            return batch.state[:, None, :2]
+
+    engine = InferenceEngine(Slow(), max_batch=100, max_queue=8, warmup=False)
+    assembler = ObservationAssembler(AssemblerConfig(cameras=0, required=("joints",)))
+    walk = _Walk(None, {}, assembler=assembler, engine=engine, stride=1, max_observations=0,
+                 inference_rate=0)
+    try:
+        for i in range(40):
+            assembler.add("joints", (1000 + 20 * i) * 1_000_000, np.full(2, i, np.float32))
+            walk._assemble((1000 + 20 * i) * 1_000_000)
+        walk.finish()
+    finally:
+        engine.close()
+    assert walk.failures == [] and len(walk.chunks) == 40
+    assert [c[0, 0] for c in walk.chunks] == list(range(40))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmark.base import MetaObs
-from policy_server_ros.engine import EngineClosed, InferenceEngine, resolve_chunk_size
+from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine, resolve_chunk_size
 from policy_server_ros.observation import ObservationError, as_batch
 from policy_server_ros.policies import PolicyLoadError, load_policy
 from policy_server_ros.policies.base import ActionSpec, Policy
@@ -233,3 +235,100 @@ def test_non_finite_observations_are_refused() -> None:
         as_batch(MetaObs(state=np.array([0.0, np.nan])))
     with pytest.raises(ObservationError, match="beyond float32's range"):
         as_batch(MetaObs(state=np.array([1e300])))
+
+
+# --- every future resolves, close is bounded: the interleavings, forced -----------------------
+
+class _Gated(Policy):
+    """forward blocks until `release` is set; `entered` says a batch is inside it."""
+
+    spec = ActionSpec(action_dim=1, chunk_size=1)
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def forward(self, batch: MetaObs) -> np.ndarray:
+        self.entered.set()
+        self.release.wait(30)
+        return np.zeros((len(batch.state), 1, 1), np.float32)
+
+
+class _GatedPutQueue(queue.Queue):
+    """A request queue whose put_nowait pauses (until `go`) after submit has checked that the
+    engine is open and before the request is queued: the window close() used to slip into."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.paused, self.go = threading.Event(), threading.Event()
+
+    def put_nowait(self, item: object) -> None:
+        if item is not None:
+            self.paused.set()
+            self.go.wait(10)
+        super().put_nowait(item)
+
+
+def test_a_submit_racing_close_always_resolves() -> None:
+    policy = _Gated()
+    policy.example_observation = lambda: MetaObs(state=np.zeros(1))  # warm-up waits in forward
+    engine = InferenceEngine(policy)
+    assert policy.entered.wait(5)
+    gated = _GatedPutQueue(64)
+    engine._queue = gated  # swapped while the worker is still warming up, before its first get
+    policy.release.set()
+    assert engine.wait_ready(5)
+    futures: list = []
+    submitter = threading.Thread(target=lambda: futures.append(
+        engine.submit(MetaObs(state=np.zeros(1)))))
+    submitter.start()
+    assert gated.paused.wait(5)
+    closer = threading.Thread(target=engine.close, kwargs={"timeout": 5})
+    closer.start()
+    closer.join(1.0)  # before the fix close finished here: worker gone, the request not queued
+    gated.go.set()
+    submitter.join(5)
+    closer.join(10)
+    assert not closer.is_alive() and len(futures) == 1
+    with contextlib.suppress(EngineClosed):  # served, or refused: never left waiting
+        futures[0].result(timeout=5)
+
+
+def test_close_is_bounded_with_a_hung_policy_and_a_full_queue() -> None:
+    policy = _Gated()
+    engine = InferenceEngine(policy, max_batch=1, max_queue=2, warmup=False)
+    running = engine.submit(MetaObs(state=np.zeros(1)))
+    assert policy.entered.wait(5)
+    queued = [engine.submit(MetaObs(state=np.zeros(1))) for _ in range(2)]
+    with pytest.raises(EngineBusy):
+        engine.submit(MetaObs(state=np.zeros(1)))
+    assert queued[0].cancel()  # a socket request that timed out stays queued, cancelled
+    start = time.monotonic()
+    closer = threading.Thread(target=engine.close, kwargs={"timeout": 0.5})
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive(), "close() hung on the full queue"
+    assert time.monotonic() - start < 3
+    with pytest.raises(EngineClosed, match="while this request ran"):
+        running.result(0)
+    assert queued[0].cancelled()
+    with pytest.raises(EngineClosed):
+        queued[1].result(0)
+    with pytest.raises(EngineClosed):
+        engine.submit(MetaObs(state=np.zeros(1)))
+    policy.release.set()  # the worker comes back, drops its stale result and stops
+    engine._worker.join(5)
+    assert not engine._worker.is_alive() and running.exception(0) is not None
+
+
+def test_close_twice_and_from_two_threads_is_harmless() -> None:
+    engine = InferenceEngine(_Recording(), warmup=False)
+    future = engine.submit(MetaObs(state=np.ones(2)))
+    threads = [threading.Thread(target=engine.close) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    engine.close()
+    assert not any(t.is_alive() for t in threads)
+    assert future.result(0).actions.shape[-1] == 2  # queued before close: finished, not failed

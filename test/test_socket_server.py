@@ -248,3 +248,23 @@ def test_client_gives_up_after_bounded_retries() -> None:
         with pytest.raises(ConnectionError, match="after 3 attempts"):
             client.connect()
     assert 0.1 <= time.monotonic() - start < 5  # slept 0.05 + 0.1 between attempts
+
+
+def test_a_request_the_engine_refuses_gets_one_log_line_and_no_traceback(caplog) -> None:
+    from policy_server_ros.engine import InferenceEngine
+    from socket_bridge.server import PolicySocketServer, ServerConfig
+
+    caplog.set_level(logging.INFO)
+    engine = InferenceEngine(EchoPolicy(), warmup=False)
+    server = PolicySocketServer(engine, ServerConfig(host="127.0.0.1", port=0))
+    server.start()
+    try:
+        engine.close()  # e.g. shutting down: every request is refused with EngineClosed
+        with socket.create_connection(server.address) as sock:
+            assert raw_roundtrip(sock, MetaObs(state=np.zeros(14))) == []
+            assert raw_roundtrip(sock, MetaObs(state=np.zeros(14))) == []  # still connected
+    finally:
+        server.stop()
+    refused = [r for r in caplog.records if "request not run" in r.getMessage()]
+    assert len(refused) == 2 and "inference engine is shut down" in refused[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records), "a traceback was logged"

@@ -240,10 +240,11 @@ class _Walk:
         if (self.observations - 1) % self.stride:
             return
         self.evaluated += 1
-        self.in_flight.append((assembled.stamp_ns, self.engine.submit(assembled.obs)))
-        # Keep a few batches queued (the engine stacks them) without holding the whole bag.
-        while len(self.in_flight) > 2 * self.engine.max_batch:
+        # Keep a few batches queued (the engine stacks them) without holding the whole bag,
+        # and never more than the engine's queue takes (a large max_batch would overflow it).
+        while len(self.in_flight) >= min(2 * self.engine.max_batch, self.engine.max_queue):
             self._collect()
+        self.in_flight.append((assembled.stamp_ns, self.engine.submit(assembled.obs)))
 
     def _collect(self) -> None:
         stamp, future = self.in_flight.popleft()
