@@ -29,6 +29,22 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 NORMALIZE = "normalize.json"
 
+# The default model_name_or_path: the original guide's name for the example checkpoint.
+EXAMPLE_CHECKPOINT = Path("ckpt/act_sim_transfer_cube_scripted_zscore_example")
+
+
+def resolve_model(name: str) -> str:
+    """The folder to serve for `model_name_or_path`: `name` itself, except for the default
+    name, which means ./ckpt/... when that folder exists and else the example in the cache
+    directory (example_checkpoint.cache_dir), written there on first use."""
+    if name != str(EXAMPLE_CHECKPOINT):
+        return name
+    # Imported here: writing the example needs torch, which reading checkpoints does not.
+    from policy_server_ros.example_checkpoint import ensure_example_checkpoint  # noqa: PLC0415
+
+    return str(ensure_example_checkpoint(EXAMPLE_CHECKPOINT if EXAMPLE_CHECKPOINT.is_dir()
+                                         else None))
+
 
 class CheckpointError(ValueError):
     """The checkpoint folder is incomplete or inconsistent; the message says how to fix it."""

@@ -1,6 +1,6 @@
 """Write an example ACT checkpoint in ILStudio's layout: the server's embedded default.
 
-    python -m policy_server_ros.example_checkpoint     # ckpt/act_sim_transfer_cube_..._example
+    python -m policy_server_ros.example_checkpoint     # into the cache directory (below)
     python -m policy_server_ros.example_checkpoint /tmp/tiny --small --cameras 2
 
 The model has the ALOHA sim transfer-cube hyperparameters (ResNet-18, hidden 512, 4 encoder and
@@ -8,6 +8,13 @@ The model has the ALOHA sim transfer-cube hyperparameters (ResNet-18, hidden 512
 weights; the statistics are realistic for ALOHA joint positions. It is UNTRAINED: it exercises
 the real pipeline at the real cost, it does not solve a task. `--small` writes a tiny model of
 the same structure for tests.
+
+The node's and the socket server's default `model_name_or_path` is the original guide's
+`ckpt/act_sim_transfer_cube_scripted_zscore_example`. A folder of that name in the working
+directory is served as it is; otherwise the example is served from the cache directory,
+`$POLICY_SERVER_ROS_CACHE`, else `$XDG_CACHE_HOME/policy_server_ros`, else
+`~/.cache/policy_server_ros`, and written there (336 MB, once) on first use. Torch is imported
+only to write it.
 """
 
 from __future__ import annotations
@@ -15,22 +22,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
 
-from policy_server_ros.checkpoint import CONFIG, METADATA, NORMALIZE, WEIGHTS
+from policy_server_ros.checkpoint import CONFIG, EXAMPLE_CHECKPOINT, METADATA, NORMALIZE, WEIGHTS
 from policy_server_ros.policies.act.config import ACTConfig
-from policy_server_ros.policies.act.model import DETRVAE, TransformerDecoderLayer
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("policy_server_ros.example_checkpoint")
 
-DEFAULT_PATH = Path("ckpt/act_sim_transfer_cube_scripted_zscore_example")
+DEFAULT_PATH = EXAMPLE_CHECKPOINT
+CACHE_ENV = "POLICY_SERVER_ROS_CACHE"
 DATASET_ID = "sim_transfer_cube_scripted"
 CTRL_SPACE, CTRL_TYPE = "joint", "abs"
 
@@ -73,6 +83,13 @@ def aloha_stats(dim: int = 14) -> dict:
 
 def _seeded_weights(config: ACTConfig, seed: int) -> dict[str, torch.Tensor]:
     """Every tensor of the original layout, the unused decoder layers included."""
+    import torch  # noqa: PLC0415 - only writing the example needs torch
+
+    from policy_server_ros.policies.act.model import (  # noqa: PLC0415
+        DETRVAE,
+        TransformerDecoderLayer,
+    )
+
     torch.manual_seed(seed)
     model = DETRVAE(config)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -96,6 +113,8 @@ def write_example_checkpoint(out: str | Path, config: ACTConfig = ALOHA_CONFIG,
     """Write a complete checkpoint (flat: normalize.json and stats in the same folder)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file  # noqa: PLC0415
+
     save_file(_seeded_weights(config, seed), str(out / WEIGHTS),
               metadata={"format": "pt", "note": "untrained example weights"})
     (out / CONFIG).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
@@ -114,20 +133,32 @@ def write_example_checkpoint(out: str | Path, config: ACTConfig = ALOHA_CONFIG,
     return out
 
 
-def ensure_example_checkpoint(path: str | Path = DEFAULT_PATH) -> Path:
-    """The default checkpoint, created on first use."""
-    path = Path(path)
+def cache_dir() -> Path:
+    """Where generated files go: $POLICY_SERVER_ROS_CACHE, else $XDG_CACHE_HOME/
+    policy_server_ros, else ~/.cache/policy_server_ros."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "policy_server_ros"
+
+
+def ensure_example_checkpoint(path: str | Path | None = None) -> Path:
+    """The example checkpoint at `path` (default: in the cache directory), created on first
+    use."""
+    path = Path(path) if path is not None else cache_dir() / DEFAULT_PATH.name
     if not (path / WEIGHTS).is_file():
         log.info("Creating the example checkpoint (untrained ACT, ALOHA sim transfer-cube "
-                 "sizes) at %s; this happens once", path.resolve())
+                 "sizes, 336 MB) at %s; this happens once (%s chooses the folder)",
+                 path.resolve(), CACHE_ENV)
         write_example_checkpoint(path)
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("out", type=Path, nargs="?", default=DEFAULT_PATH,
-                        help="folder to write (default: %(default)s)")
+    parser.add_argument("out", type=Path, nargs="?",
+                        default=cache_dir() / DEFAULT_PATH.name,
+                        help=f"folder to write (default: %(default)s; {CACHE_ENV} sets the "
+                             f"cache directory)")
     parser.add_argument("--small", action="store_true", help="a tiny model for tests")
     parser.add_argument("--cameras", type=int, default=1, help="cameras (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")

@@ -5,8 +5,9 @@
 
 Subscriptions convert messages (ros_conversions) into the observation assembler; a complete,
 fresh observation goes to the inference engine, never run on an executor thread; the result is
-published from the engine's completion. While inference is busy only the newest observation
-waits, older ones are dropped and counted. The socket bridge shares the engine.
+handed back to the executor (ros_handoff), which publishes it. While inference is busy only the
+newest observation waits, older ones are dropped and counted. The socket bridge shares the
+engine; bridge_supervisor restarts it off the executor if it dies.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from policy_server_ros.action_messages import action_chunk, joint_trajectory
-from policy_server_ros.checkpoint import CheckpointError
+from policy_server_ros.bridge_supervisor import BridgeSupervisor
+from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
-from policy_server_ros.example_checkpoint import DEFAULT_PATH, ensure_example_checkpoint
 from policy_server_ros.inputs import InputTopic, assembler_config, input_topics
 from policy_server_ros.msg import ActionChunk
 from policy_server_ros.node_parameters import NODE_PARAMETERS, ParamSpec
@@ -54,8 +55,10 @@ from policy_server_ros.observation_assembler import (
     ObservationAssembler,
 )
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
-from policy_server_ros.policies.base import PolicyOutput
+from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from policy_server_ros.ros_conversions import ConversionError, stamp_ns
+from policy_server_ros.ros_handoff import ExecutorHandoff
+from policy_server_ros.ros_logging import forward_to_ros, stop_forwarding
 from socket_bridge import auth
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
@@ -109,12 +112,14 @@ class _Stats:
         self.dropped = 0
         self.non_finite = 0
         self.failures = 0
-        self.bridge_clients = 0
+        self.trajectories_refused = 0
 
 
 class PolicyServerNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("policy_server", **node_kwargs)
+        # The engine's, the bridge's and the loaders' Python logging: to /rosout as well.
+        self._log_handler = forward_to_ros(self.get_logger())
         self.params = self._declare_parameters()
         p = self.params
         self.assembler = ObservationAssembler(self._assembler_config())
@@ -123,9 +128,9 @@ class PolicyServerNode(Node):
         self._in_flight = False
         self._pending: Assembled | None = None
         self._received_at_last_tick: dict[str, int] = {}
-        self.bridge_restarts = 0
         self.exit_code = 0
         self._last_tick = time.monotonic()
+        self._results = ExecutorHandoff(self, self._on_result)
 
         self.engine = self._start_engine()
         spec = self.engine.policy.spec
@@ -135,6 +140,13 @@ class PolicyServerNode(Node):
             self.engine.close()
             raise StartupError(f"action_joint_names has {len(joint_names)} names but the policy "
                                f"produces {spec.action_dim}-D actions")
+        if joint_names and not _absolute_joint_targets(spec):
+            self.engine.close()
+            raise StartupError(f"action_joint_names is set, which publishes a JointTrajectory of "
+                               f"absolute joint positions, but the policy's actions are "
+                               f"{spec.ctrl_space}/{spec.ctrl_type}; leave action_joint_names "
+                               f"empty (ActionChunk carries the convention) or serve a "
+                               f"joint/abs policy")
         if cameras is not None and len(cameras) != len(p["camera_topics"]):
             self.engine.close()
             raise StartupError(f"camera_topics has {len(p['camera_topics'])} topics but the "
@@ -151,18 +163,20 @@ class PolicyServerNode(Node):
         if p["inference_rate"] > 0:
             self.create_timer(1.0 / p["inference_rate"], self._try_infer)
 
-        self.bridge: PolicySocketServer | None = None
+        bridge: PolicySocketServer | None = None
         if p["socket_bridge_enabled"]:
             try:
-                self.bridge = self._start_bridge()
+                bridge = self._start_bridge()
             except (OSError, ValueError) as exc:
                 self.engine.close()
                 raise StartupError(f"socket bridge: {exc}") from exc
+        self.bridge_supervisor = BridgeSupervisor(bridge, self._start_bridge,
+                                                  self._bridge_gave_up, MAX_BRIDGE_RESTARTS)
         self.get_logger().info(
             f"policy_server ready: {p['model_name_or_path']} -> {p['action_topic']} "
             f"({self.engine.chunk_size} x {spec.action_dim}, {spec.ctrl_space}/{spec.ctrl_type})"
             f"; inputs: {', '.join(f'{k}={v}' for k, v in self.topics.items())}; socket bridge "
-            + (f"on {self.bridge.address[0]}:{self.bridge.address[1]}" if self.bridge else "off"))
+            + (f"on {bridge.address[0]}:{bridge.address[1]}" if bridge else "off"))
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -173,9 +187,12 @@ class PolicyServerNode(Node):
             max_connections=p["socket_max_connections"],
             inference_timeout=p["socket_inference_timeout"],
             auth_token=auth.load_token(p["socket_auth_token_file"])))
-        bridge.on_client_count = self._set_bridge_clients
         bridge.start()
         return bridge
+
+    def _bridge_gave_up(self) -> None:
+        self.exit_code = 1
+        self.context.try_shutdown()
 
     def _declare_parameters(self) -> dict[str, Any]:
         values = {}
@@ -199,14 +216,15 @@ class PolicyServerNode(Node):
 
     def _start_engine(self) -> InferenceEngine:
         p = self.params
-        if p["model_name_or_path"] == str(DEFAULT_PATH):
-            ensure_example_checkpoint(DEFAULT_PATH)
-            self.get_logger().warning("Serving the example checkpoint: its weights are "
-                                      "untrained; its actions are not meant for a real robot.")
+        model = p["model_name_or_path"]
+        if model == str(EXAMPLE_CHECKPOINT):
+            model = resolve_model(model)  # ./ckpt/... if present, else the cached example
+            self.get_logger().warning(f"Serving the example checkpoint {model}: its weights are "
+                                      f"untrained; its actions are not meant for a real robot.")
         options = LoadOptions(device=p["device"], dataset_id=p["dataset_id"],
                               min_std=p["min_std"], precision=p["precision"],
                               compile=p["compile"])
-        policy = load_policy(p["model_name_or_path"], options)
+        policy = load_policy(model, options)
         engine = InferenceEngine(policy, chunk_size=p["chunk_size"], max_batch=p["max_batch"])
         engine.wait_ready()
         return engine
@@ -270,10 +288,10 @@ class PolicyServerNode(Node):
                                       throttle_duration_sec=WARN_PERIOD_S)
             self._next()
             return
-        future.add_done_callback(lambda done: self._on_result(assembled, done))
+        future.add_done_callback(self._results.callback(assembled))
 
     def _on_result(self, assembled: Assembled, future: Future) -> None:
-        # Runs on the engine's worker thread: publishing is thread-safe in rclpy.
+        """On the executor (handed over by ExecutorHandoff): publish, then run what waits."""
         try:
             output = future.result()
             if not self.context.ok():
@@ -310,7 +328,14 @@ class PolicyServerNode(Node):
         self.chunk_pub.publish(action_chunk(
             actions, output.spec, assembled.stamp_ns, frame_id=p["frame_id"],
             period_s=p["action_period"], dim_names=p["action_joint_names"]))
-        if self.trajectory_pub is not None:
+        if self.trajectory_pub is not None and not _absolute_joint_targets(output.spec):
+            with self.stats.lock:
+                self.stats.trajectories_refused += 1
+            self.get_logger().error(
+                f"a chunk of {output.spec.ctrl_space}/{output.spec.ctrl_type} actions is not a "
+                f"joint trajectory; not published on {p['trajectory_topic']}",
+                throttle_duration_sec=WARN_PERIOD_S)
+        elif self.trajectory_pub is not None:
             self.trajectory_pub.publish(joint_trajectory(
                 actions, p["action_joint_names"], assembled.stamp_ns, frame_id=p["frame_id"],
                 period_s=p["action_period"]))
@@ -320,34 +345,8 @@ class PolicyServerNode(Node):
 
     # --- diagnostics --------------------------------------------------------------------------
 
-    def _set_bridge_clients(self, count: int) -> None:
-        with self.stats.lock:
-            self.stats.bridge_clients = count
-
-    def _check_bridge(self) -> None:
-        """The bridge's accept thread can die (its listening socket broken underneath it). The
-        node restarts it on the same port, up to MAX_BRIDGE_RESTARTS times, then exits 1."""
-        if self.bridge is None or self.bridge.is_alive:
-            return
-        port = self.bridge.address[1]
-        self.bridge.stop()
-        if self.bridge_restarts >= MAX_BRIDGE_RESTARTS:
-            log.critical("socket bridge died again after %d restarts; shutting the node down",
-                         self.bridge_restarts)
-            self.bridge = None
-            self.exit_code = 1
-            self.context.try_shutdown()
-            return
-        self.bridge_restarts += 1
-        log.error("socket bridge stopped accepting connections; restarting it on port %d "
-                  "(restart %d of at most %d)", port, self.bridge_restarts, MAX_BRIDGE_RESTARTS)
-        try:
-            self.bridge = self._start_bridge(port)
-        except OSError as exc:
-            log.error("socket bridge restart failed: %s", exc)
-
     def _publish_diagnostics(self) -> None:
-        self._check_bridge()
+        self.bridge_supervisor.check()
         now_ns = self._now_ns()
         now = time.monotonic()
         elapsed = max(now - self._last_tick, 1e-3)
@@ -376,8 +375,9 @@ class PolicyServerNode(Node):
                         "observations dropped (inference busy)": self.stats.dropped,
                         "non-finite chunks not published": self.stats.non_finite,
                         "inference failures": self.stats.failures,
-                        "socket bridge clients": self.stats.bridge_clients,
-                        "socket bridge restarts": self.bridge_restarts}
+                        "trajectories refused (not joint/abs)": self.stats.trajectories_refused,
+                        "socket bridge clients": self.bridge_supervisor.client_count,
+                        "socket bridge restarts": self.bridge_supervisor.restarts}
         for label, series in (("latency stamp->publish", latency), ("model time", model)):
             if series:
                 values += [KeyValue(key=f"{label} p{q} ms", value=f"{np.percentile(series, q):.1f}")
@@ -402,14 +402,18 @@ class PolicyServerNode(Node):
         self.diagnostics_pub.publish(array)
 
     def close(self) -> None:
-        """Stop the bridge, drain the engine."""
-        if self.bridge is not None:
-            self.bridge.stop()
+        """Stop the bridge, drain the engine, stop forwarding Python logging."""
+        self.bridge_supervisor.stop()
         self.engine.close()
+        stop_forwarding(self._log_handler)
+
+
+def _absolute_joint_targets(spec: ActionSpec) -> bool:
+    """Only absolute joint positions may go out as a JointTrajectory."""
+    return spec.ctrl_space == "joint" and spec.ctrl_type == "abs"
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     rclpy.init(args=args)
     try:
         node = PolicyServerNode()
@@ -418,6 +422,10 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.logging.get_logger("policy_server").error(str(exc))
         rclpy.try_shutdown()
         return 2
+    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl+C while the model loads
+        rclpy.logging.get_logger("policy_server").info("interrupted while starting; exiting")
+        rclpy.try_shutdown()
+        return 0
     # One executor thread is enough: callbacks only convert and hand over (inference runs on the
     # engine's thread, the socket bridge on its own), and rclpy's MultiThreadedExecutor spends a
     # core polling futures at 90 messages/s (measured: 97% CPU and most frames dropped).
@@ -428,7 +436,7 @@ def main(args: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        # Python logging: the ROS context (and its /rosout publisher) may be shut down already.
+        # Through Python logging, which falls back to stderr once the ROS context is gone.
         log.info("shutting down: socket bridge, engine, node")
         node.close()
         executor.shutdown()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from policy_server_ros.example_checkpoint import DEFAULT_PATH
+from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ QOS_CHOICES = ("sensor_data", "reliable", "latched")
 
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # The policy.
-    _p("model_name_or_path", str(DEFAULT_PATH),
+    _p("model_name_or_path", str(EXAMPLE_CHECKPOINT),
        "checkpoint folder (ILStudio layout) or builtin:zero / builtin:echo; the default example "
        "checkpoint (untrained) is created on first use"),
     _p("dataset_id", "", "dataset of normalize.json to use; empty = the first"),

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from policy_server_ros.checkpoint import CheckpointError
+from policy_server_ros.checkpoint import CheckpointError, resolve_model
 from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.example_checkpoint import DEFAULT_PATH, ensure_example_checkpoint
+from policy_server_ros.example_checkpoint import DEFAULT_PATH
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.base import PRECISIONS
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = server_config_from(args)
         if args.model_name_or_path == DEFAULT_MODEL:
-            ensure_example_checkpoint(DEFAULT_PATH)
+            args.model_name_or_path = resolve_model(DEFAULT_MODEL)
             log.warning("Serving the example checkpoint: its weights are untrained; its actions "
                         "are not meant for a real robot. Pass -m to serve your own.")
         options = LoadOptions(device=args.device, dataset_id=args.dataset_id,

@@ -121,8 +121,8 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--requests", type=int, default=30, help="timed requests per mode")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "ckpt" /
-                        "act_sim_transfer_cube_scripted_zscore_example")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="an ACT checkpoint (default: the example, in the cache directory)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_policy.json")
     parser.add_argument("--one-mode", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -16,7 +16,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -99,7 +98,6 @@ class PolicySocketServer:
         self._stopped = threading.Event()
         self._encoder = ReplyEncoder()
         self.requests_served = 0
-        self.on_client_count: Callable[[int], Any] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -198,14 +196,8 @@ class PolicySocketServer:
             thread = threading.Thread(target=self._serve_client, args=(conn, addr, number),
                                       name=f"socket-client-{number}", daemon=True)
             self._clients[number] = (conn, thread)
-            count = len(self._clients)
         log.info("✓ Client #%d connected from %s", number, addr)
-        self._notify_count(count)
         thread.start()
-
-    def _notify_count(self, count: int) -> None:
-        if self.on_client_count is not None:
-            self.on_client_count(count)
 
     def _serve_client(self, conn: socket.socket, addr: Any, number: int) -> None:
         served = 0
@@ -245,9 +237,7 @@ class PolicySocketServer:
             _hang_up(conn)
             with self._lock:
                 self._clients.pop(number, None)
-                count = len(self._clients)
             log.info("  Client #%d connection closed (processed %d requests)", number, served)
-            self._notify_count(count)
 
     def _authenticate(self, conn: socket.socket, addr: Any, number: int) -> bool:
         """The client's first frame must be the handshake; nothing it sent is unpickled."""

@@ -335,3 +335,16 @@ def test_eval_never_overflows_the_engine_queue_with_a_large_max_batch() -> None:
         engine.close()
     assert walk.failures == [] and len(walk.chunks) == 40
     assert [c[0, 0] for c in walk.chunks] == list(range(40))
+
+
+def test_the_bag_cli_starts_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = ("import sys, policy_server_ros.bag_tools.cli; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]", out  # torch loads when a policy does, not for --help or replay

@@ -4,6 +4,7 @@ policy_client_example.py, as flags and as real processes."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,22 +141,25 @@ def test_server_serves_an_act_checkpoint_to_the_example_client(tmp_path: Path) -
 
 
 def test_default_model_is_the_example_checkpoint_created_on_first_use(tmp_path: Path) -> None:
-    # Run in an empty directory: the relative default path is created there.
+    # Run in an empty directory: the example is written to the cache directory, not there.
+    cache = tmp_path / "cache"
     server = ServerProcess([PYTHON, str(REPO_ROOT / "start_policy_server.py"), "--host",
-                            "127.0.0.1", "--port", "0", "--device", "cpu"], cwd=tmp_path)
+                            "127.0.0.1", "--port", "0", "--device", "cpu"], cwd=tmp_path,
+                           env={**os.environ, "POLICY_SERVER_ROS_CACHE": str(cache)})
     port = server.port()
-    server.wait_for(r"Creating the example checkpoint .*act_sim_transfer_cube_scripted_zscore_"
-                    r"example; this happens once")
-    server.wait_for(r"Serving ckpt/act_sim_transfer_cube_scripted_zscore_example \(chunk of "
-                    r"100 actions, ctrl_space=joint, ctrl_type=abs\); ready")
+    server.wait_for(r"Creating the example checkpoint .* at " + re.escape(str(cache)) +
+                    r"/act_sim_transfer_cube_scripted_zscore_example; this happens once")
+    server.wait_for(r"Serving .*/cache/act_sim_transfer_cube_scripted_zscore_example \(chunk "
+                    r"of 100 actions, ctrl_space=joint, ctrl_type=abs\); ready")
     client = subprocess.run([PYTHON, str(REPO_ROOT / "policy_client_example.py"), "--port",
                              str(port), "--num_requests", "1"],
                             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert client.returncode == 0, client.stderr
     assert "received 100 actions (first action shape (14,))" in client.stdout
     assert server.stop(signal.SIGINT) == 0
-    assert (tmp_path / "ckpt" / "act_sim_transfer_cube_scripted_zscore_example" /
+    assert (cache / "act_sim_transfer_cube_scripted_zscore_example" /
             "model.safetensors").stat().st_size > 300e6
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_bad_checkpoint_is_a_start_up_error(tmp_path: Path) -> None:

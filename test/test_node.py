@@ -3,6 +3,7 @@ a synthetic robot publishing from this one, each test on its own ROS domain id."
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -11,7 +12,9 @@ import time
 import numpy as np
 import pytest
 from act_fixtures import IMAGE_HW, small_checkpoint
+from conftest import REPO_ROOT, wait_until
 from policy_server_ros.msg import ActionChunk
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros_harness import JOINTS, SyntheticRobot, joint_state, next_domain, rgb_image, start_node
 from trajectory_msgs.msg import JointTrajectory
 
@@ -311,16 +314,14 @@ def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        host, port = node.bridge.address
+        supervisor = node.bridge_supervisor
+        host, port = supervisor.bridge.address
         with PolicyClient(host, port) as client:
             assert len(client.send_meta_obs(MetaObs(state=np.zeros(14)))) == 100
         # Fault: the listening socket fails underneath the accept thread.
-        node.bridge._listener.shutdown(socket_module.SHUT_RDWR)
-        deadline = time.monotonic() + 5
-        while node.bridge_restarts == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert node.bridge_restarts == 1 and node.bridge.is_alive
-        assert node.bridge.address[1] == port  # clients find it where it was
+        supervisor.bridge._listener.shutdown(socket_module.SHUT_RDWR)
+        assert wait_until(lambda: supervisor.restarts == 1 and supervisor.bridge.is_alive, 10)
+        assert supervisor.bridge.address[1] == port  # clients find it where it was
         with PolicyClient(host, port) as client:
             assert len(client.send_meta_obs(MetaObs(state=np.ones(14)))) == 100
     finally:
@@ -352,3 +353,107 @@ def test_a_required_language_instruction_gates_inference(session_factory) -> Non
     # One line names every missing input (camera and joints too, if it came before the frames).
     assert any("waiting for" in line and "language on /instruction" in line
                for line in s.node.lines), s.node.lines
+
+
+# --- conventions, hand-off, logging, start-up interrupts ---------------------------------------
+
+def test_a_policy_that_is_not_joint_abs_cannot_drive_a_joint_trajectory() -> None:
+    # builtin:zero holds still as zero end-effector deltas; as a JointTrajectory it would have
+    # sent every joint to 0 rad.
+    node = start_node(next_domain(), {"model_name_or_path": "builtin:zero",
+                                      "socket_bridge_enabled": False,
+                                      "action_joint_names": [f"j{i}" for i in range(14)]})
+    assert node.proc.wait(60) == 2
+    line = node.wait_for(r"action_joint_names is set")
+    assert "the policy's actions are ee/delta" in line
+    assert not any("Traceback" in text for text in node.lines)
+
+
+@contextlib.contextmanager
+def _in_process_node(**params):
+    """A PolicyServerNode in this process, spun by a SingleThreadedExecutor on a thread named
+    'executor', on its own domain; yields (node, context)."""
+    import rclpy
+    import rclpy.executors
+    from rclpy.parameter import Parameter
+
+    from policy_server_ros.node import PolicyServerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=next_domain())
+    node = PolicyServerNode(context=context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in params.items()])
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
+    spinner.start()
+    try:
+        yield node, context
+    finally:
+        executor.shutdown(timeout_sec=5)
+        spinner.join(5)
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_results_are_published_on_the_executor_not_the_inference_thread() -> None:
+    from policy_server_ros.observation_assembler import Assembled
+
+    with _in_process_node(model_name_or_path="builtin:echo", socket_bridge_enabled=False,
+                          action_joint_names=JOINTS) as (node, _):
+        threads: list[str] = []
+        for publisher in (node.chunk_pub, node.trajectory_pub):
+            publish = publisher.publish
+            publisher.publish = lambda msg, publish=publish: (
+                threads.append(threading.current_thread().name), publish(msg))
+        for i in range(5):
+            node._dispatch(Assembled(MetaObs(state=np.full(14, float(i))), 1_000_000 * (i + 1)))
+            assert wait_until(lambda i=i: len(threads) >= 2 * (i + 1), 10)
+    # Before: both published from the engine's worker, delaying the rest of its batch.
+    assert set(threads) == {"executor"}, threads
+
+
+def test_the_engines_and_bridges_python_logs_reach_rosout() -> None:
+    import rclpy
+    from rcl_interfaces.msg import Log
+
+    with _in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
+                          socket_port=0) as (node, context):
+        listener = rclpy.create_node("rosout_listener", context=context)
+        texts: list[str] = []
+        listener.create_subscription(Log, "/rosout", lambda m: texts.append(m.msg),
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                                durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(listener)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        try:
+            time.sleep(1.0)  # discovery
+            host, port = node.bridge_supervisor.bridge.address
+            with PolicyClient(host, port) as client:
+                client.send_meta_obs(MetaObs(state=np.zeros(14)))
+            # socket_bridge.server logs with Python logging; before, only to stderr.
+            assert wait_until(lambda: any("Client #1 connected" in t for t in texts), 10), texts
+        finally:
+            executor.shutdown(timeout_sec=5)
+            spinner.join(5)
+            listener.destroy_node()
+
+
+def test_ctrl_c_while_the_model_loads_exits_cleanly(tmp_path) -> None:
+    from conftest import PYTHON, ServerProcess
+    from ros_harness import ros_env
+
+    # The default model in an empty cache: the node writes the 336 MB example first (seconds).
+    env = {**ros_env(next_domain()), "POLICY_SERVER_ROS_CACHE": str(tmp_path / "cache")}
+    node = ServerProcess([PYTHON, "-m", "policy_server_ros", "--ros-args", "-p",
+                          "socket_bridge_enabled:=false", "-p", "device:=cpu"],
+                         cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO_ROOT)})
+    node.wait_for(r"Creating the example checkpoint .* at " + re.escape(str(tmp_path / "cache")),
+                  timeout=60)
+    node.proc.send_signal(signal.SIGINT)
+    assert node.proc.wait(60) == 0
+    assert not any("Traceback" in line for line in node.lines), "\n".join(node.lines)
+    assert not (tmp_path / "ckpt").exists()  # never written into the working directory

@@ -13,7 +13,7 @@ import pkgutil
 import re
 from pathlib import Path
 
-from policy_server_ros.checkpoint import read_checkpoint
+from policy_server_ros.checkpoint import read_checkpoint, resolve_model
 from policy_server_ros.policies.base import ActionSpec, LoadOptions, Policy, PolicyOutput
 from policy_server_ros.policies.builtin import BUILTIN_POLICIES
 
@@ -41,9 +41,10 @@ def available_policy_types() -> list[str]:
 
 def load_policy(name_or_path: str | Path, options: LoadOptions | None = None) -> Policy:
     """Build the policy named by `name_or_path`: `builtin:zero`, `builtin:echo`, or a
-    checkpoint folder in ILStudio's layout (see checkpoint.py)."""
+    checkpoint folder in ILStudio's layout (see checkpoint.py). The default name
+    (checkpoint.EXAMPLE_CHECKPOINT) is resolved by checkpoint.resolve_model."""
     options = options or LoadOptions()
-    name_or_path = str(name_or_path)
+    name_or_path = resolve_model(str(name_or_path))
     if name_or_path.startswith(BUILTIN_PREFIX):
         kind = name_or_path[len(BUILTIN_PREFIX):]
         if kind not in BUILTIN_POLICIES:
