@@ -294,10 +294,10 @@ def test_the_node_keeps_running_through_policy_exceptions(session_factory) -> No
     assert any("inference failed: MetaObs.state contains NaN" in line for line in s.node.lines)
 
 
-def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
-    """Restart is the documented choice; after MAX_BRIDGE_RESTARTS the node exits 1."""
-    import socket as socket_module
-
+@contextlib.contextmanager
+def _in_process_node(**params):
+    """A PolicyServerNode in this process, spun by a SingleThreadedExecutor on a thread named
+    'executor', on its own domain; yields (node, context)."""
     import rclpy
     import rclpy.executors
     from rclpy.parameter import Parameter
@@ -307,13 +307,27 @@ def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=next_domain())
     node = PolicyServerNode(context=context, parameter_overrides=[
-        Parameter("model_name_or_path", value="builtin:echo"),
-        Parameter("socket_host", value="127.0.0.1"), Parameter("socket_port", value=0)])
+        Parameter(name, value=value) for name, value in params.items()])
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
     spinner.start()
     try:
+        yield node, context
+    finally:
+        executor.shutdown(timeout_sec=5)
+        spinner.join(5)
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
+    """Restart is the documented choice; after MAX_BRIDGE_RESTARTS the node exits 1."""
+    import socket as socket_module
+
+    with _in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
+                          socket_port=0) as (node, _):
         supervisor = node.bridge_supervisor
         host, port = supervisor.bridge.address
         with PolicyClient(host, port) as client:
@@ -324,12 +338,6 @@ def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
         assert supervisor.bridge.address[1] == port  # clients find it where it was
         with PolicyClient(host, port) as client:
             assert len(client.send_meta_obs(MetaObs(state=np.ones(14)))) == 100
-    finally:
-        executor.shutdown(timeout_sec=5)
-        spinner.join(5)
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
     assert "listening socket failed" in caplog.text
     assert "socket bridge stopped accepting connections; restarting it on port" in caplog.text
 
@@ -367,34 +375,6 @@ def test_a_policy_that_is_not_joint_abs_cannot_drive_a_joint_trajectory() -> Non
     line = node.wait_for(r"action_joint_names is set")
     assert "the policy's actions are ee/delta" in line
     assert not any("Traceback" in text for text in node.lines)
-
-
-@contextlib.contextmanager
-def _in_process_node(**params):
-    """A PolicyServerNode in this process, spun by a SingleThreadedExecutor on a thread named
-    'executor', on its own domain; yields (node, context)."""
-    import rclpy
-    import rclpy.executors
-    from rclpy.parameter import Parameter
-
-    from policy_server_ros.node import PolicyServerNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=next_domain())
-    node = PolicyServerNode(context=context, parameter_overrides=[
-        Parameter(name, value=value) for name, value in params.items()])
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
-    spinner.start()
-    try:
-        yield node, context
-    finally:
-        executor.shutdown(timeout_sec=5)
-        spinner.join(5)
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_results_are_published_on_the_executor_not_the_inference_thread() -> None:
