@@ -121,10 +121,12 @@ class InferenceEngine:
         self.warmup_ms: float | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_queue)
         # Taken around "closed?" + enqueue in submit and around setting it in close, so no
-        # request can be queued once close has begun.
-        self._submit_lock = threading.Lock()
+        # request can be queued once close has begun; and around the worker taking a request
+        # and close giving up on the worker, so every taken request is failed by one of them.
+        self._lock = threading.Lock()
         self._closed = False
-        self._running: list[_Request] = []  # the worker's current batch
+        self._abandoned = False  # close() timed out and failed the worker's requests itself
+        self._running: list[_Request] = []  # taken by the worker and not yet finished
         self._ready = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(warmup,), name="inference-engine",
                                         daemon=True)
@@ -143,7 +145,7 @@ class InferenceEngine:
         """Queue one observation; the Future resolves to a PolicyOutput or to the error.
         Raises EngineBusy when the queue is full and EngineClosed after `close`."""
         request = _Request(obs, Future(), time.perf_counter())
-        with self._submit_lock:
+        with self._lock:
             if self._closed:
                 raise EngineClosed("the inference engine is shut down")
             try:
@@ -162,14 +164,14 @@ class InferenceEngine:
             if first is None:
                 return self._fail_leftovers()
             requests, stop = self._gather(first)
-            self._running = requests
             try:
                 self._process(requests)
             except Exception as exc:  # a bug here must not kill the worker and hang everyone
                 log.exception("inference engine error")
                 for request in requests:
                     _set_exception(request.future, exc)
-            self._running = []
+            with self._lock:
+                self._running = []
             if stop:
                 return self._fail_leftovers()
 
@@ -196,7 +198,7 @@ class InferenceEngine:
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         """`first` plus what is queued (waiting up to max_wait), within max_batch rows."""
         requests = [first]
-        rows = self._validate(first)
+        rows = self._take(first)
         deadline = time.perf_counter() + self.max_wait
         while rows < self.max_batch:
             try:
@@ -208,14 +210,32 @@ class InferenceEngine:
             if item is None:
                 return requests, True
             requests.append(item)
-            rows += self._validate(item)
+            rows += self._take(item)
         return requests, False
+
+    def _take(self, request: _Request) -> int:
+        """Claim a request just taken from the queue and validate it; rows it adds to the batch
+        (0 when it was cancelled, refused or is malformed).
+
+        Claiming (marking it running and listing it in `_running`) happens under the lock that
+        close() holds when it gives up on the worker, so a request is either listed in time for
+        close() to fail it, or taken after that and failed here: none is left to a worker that
+        may hang in the policy, whatever close()'s timeout and the batching window.
+        """
+        with self._lock:
+            claimed = not self._abandoned
+            if claimed:
+                if not request.future.set_running_or_notify_cancel():
+                    return 0  # the caller gave up (cancelled) while it was queued
+                self._running.append(request)
+        if not claimed:
+            _set_exception(request.future, EngineClosed("the inference engine shut down"))
+            return 0
+        return self._validate(request)  # outside the lock: submitters need not wait for it
 
     @staticmethod
     def _validate(request: _Request) -> int:
-        """Mark the request running and bring it to batched form; rows it adds to the batch."""
-        if not request.future.set_running_or_notify_cancel():
-            return 0  # the caller gave up (cancelled) while it was queued
+        """Bring a running request to batched form; rows it adds to the batch."""
         try:
             request.batch, request.batched = as_batch(request.obs)
         except Exception as exc:
@@ -224,7 +244,8 @@ class InferenceEngine:
         return request.size
 
     def _process(self, requests: list[_Request]) -> None:
-        live = [r for r in requests if r.batch is not None]
+        # Done already: close() gave up on this batch and failed it; nobody waits for it.
+        live = [r for r in requests if r.batch is not None and not r.future.done()]
         groups: dict[tuple, list[_Request]] = defaultdict(list)
         for request in live:
             groups[_signature(request.batch)].append(request)
@@ -280,7 +301,7 @@ class InferenceEngine:
         """Finish queued requests, stop the worker and release the policy, within `timeout`
         seconds. What is not finished by then fails with EngineClosed (the batch of a hung
         policy included, which is then left to its thread, and the policy is not released)."""
-        with self._submit_lock:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -294,7 +315,10 @@ class InferenceEngine:
         if not self._worker.is_alive():
             self.policy.close()
             return
-        for request in list(self._running):
+        with self._lock:  # from here on the worker fails what it takes (see _take)
+            self._abandoned = True
+            stranded, self._running = self._running, []
+        for request in stranded:
             _set_exception(request.future, EngineClosed(
                 f"the inference engine shut down while this request ran (> {timeout:.1f} s)"))
         self._queue.put_nowait(None)  # drained above: the worker stops if it ever comes back

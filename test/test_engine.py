@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from benchmark.base import MetaObs
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine, resolve_chunk_size
@@ -319,6 +320,22 @@ def test_close_is_bounded_with_a_hung_policy_and_a_full_queue() -> None:
     policy.release.set()  # the worker comes back, drops its stale result and stops
     engine._worker.join(5)
     assert not engine._worker.is_alive() and running.exception(0) is not None
+
+
+def test_close_giving_up_in_the_batching_window_fails_the_request_the_worker_holds() -> None:
+    # The worker has taken a request and waits (max_wait_ms) for more to batch with it; a
+    # close() that gives up right then used to miss it (no longer queued, not yet listed as
+    # running), and the policy that then hung left its future unresolved for good.
+    policy = _Gated()
+    engine = InferenceEngine(policy, max_batch=2, max_wait_ms=60_000, warmup=False)
+    held = engine.submit(MetaObs(state=np.zeros(1)))
+    assert wait_until(held.running, 5)  # taken by the worker, which waits for a second one
+    try:
+        engine.close(timeout=0)
+        with pytest.raises(EngineClosed):
+            held.result(timeout=5)
+    finally:
+        policy.release.set()
 
 
 def test_close_twice_and_from_two_threads_is_harmless() -> None:
