@@ -434,6 +434,6 @@ def test_ctrl_c_while_the_model_loads_exits_cleanly(tmp_path) -> None:
     node.wait_for(r"Creating the example checkpoint .* at " + re.escape(str(tmp_path / "cache")),
                   timeout=60)
     node.proc.send_signal(signal.SIGINT)
-    assert node.proc.wait(60) == 0
+    assert node.proc.wait(60) == 0, "\n".join(node.lines)
     assert not any("Traceback" in line for line in node.lines), "\n".join(node.lines)
     assert not (tmp_path / "ckpt").exists()  # never written into the working directory
