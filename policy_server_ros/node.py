@@ -119,7 +119,7 @@ class PolicyServerNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("policy_server", **node_kwargs)
         # The engine's, the bridge's and the loaders' Python logging: to /rosout as well.
-        self._log_handler = forward_to_ros(self.get_logger())
+        self._log_handler = forward_to_ros(self.get_logger(), self.context)
         self.params = self._declare_parameters()
         p = self.params
         self.assembler = ObservationAssembler(self._assembler_config())

@@ -92,6 +92,9 @@ def test_chunks_arrive_stamped_with_the_observation_time(session_factory, tmp_pa
     assert s.close() == 0
     inputs = ", ".join(f"camera/{i}=/cam{i}/image_raw" for i in range(cameras))
     s.node.wait_for(rf"inputs: {inputs}")
+    # Python logging after Ctrl+C (the context is gone): plain lines, no rcl complaints.
+    s.node.wait_for(r"\[policy_server\]: \[policy_server_ros.node\] shutting down")
+    assert not any("Failed to publish log message" in line for line in s.node.lines)
 
 
 def test_bgr8_and_rgb8_of_the_same_picture_give_the_same_actions(session_factory,
