@@ -39,8 +39,9 @@ QOS_CHOICES = ("sensor_data", "reliable", "latched")
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # The policy.
     _p("model_name_or_path", str(EXAMPLE_CHECKPOINT),
-       "checkpoint folder (ILStudio layout) or builtin:zero / builtin:echo; the default example "
-       "checkpoint (untrained) is created on first use"),
+       "checkpoint folder (ILStudio layout) or builtin:zero / builtin:echo; the default names "
+       "the untrained example checkpoint: ./ckpt/... if present, else written once to "
+       "~/.cache/policy_server_ros ($POLICY_SERVER_ROS_CACHE)"),
     _p("dataset_id", "", "dataset of normalize.json to use; empty = the first"),
     _p("chunk_size", 0, "actions per chunk; 0 = config.json's chunk_size (else the whole chunk)",
        min=0, max=100000),

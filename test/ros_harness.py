@@ -8,7 +8,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +150,30 @@ class SyntheticRobot:
         self._spinner.join(5)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+@contextlib.contextmanager
+def in_process_node(**params: Any) -> Iterator[tuple[Any, Any]]:
+    """A PolicyServerNode in this process with these parameter overrides, spun by a
+    SingleThreadedExecutor on a thread named 'executor' (as main() spins it), on a domain of its
+    own; yields (node, context). Tests that need the node's internals use it."""
+    from rclpy.parameter import Parameter
+
+    from policy_server_ros.node import PolicyServerNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=next_domain())
+    node = PolicyServerNode(context=context, parameter_overrides=[
+        Parameter(name, value=value) for name, value in params.items()])
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
+    spinner.start()
+    try:
+        yield node, context
+    finally:
+        executor.shutdown(timeout_sec=5)
+        spinner.join(5)
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -3,7 +3,6 @@ a synthetic robot publishing from this one, each test on its own ROS domain id."
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
 import threading
@@ -15,7 +14,15 @@ from act_fixtures import IMAGE_HW, small_checkpoint
 from conftest import REPO_ROOT, wait_until
 from policy_server_ros.msg import ActionChunk
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from ros_harness import JOINTS, SyntheticRobot, joint_state, next_domain, rgb_image, start_node
+from ros_harness import (
+    JOINTS,
+    SyntheticRobot,
+    in_process_node,
+    joint_state,
+    next_domain,
+    rgb_image,
+    start_node,
+)
 from trajectory_msgs.msg import JointTrajectory
 
 from benchmark.base import MetaObs
@@ -92,9 +99,7 @@ def test_chunks_arrive_stamped_with_the_observation_time(session_factory, tmp_pa
     assert s.close() == 0
     inputs = ", ".join(f"camera/{i}=/cam{i}/image_raw" for i in range(cameras))
     s.node.wait_for(rf"inputs: {inputs}")
-    # Python logging after Ctrl+C (the context is gone): plain lines, no rcl complaints.
-    s.node.wait_for(r"\[policy_server\]: \[policy_server_ros.node\] shutting down")
-    assert not any("Failed to publish log message" in line for line in s.node.lines)
+
 
 
 def test_bgr8_and_rgb8_of_the_same_picture_give_the_same_actions(session_factory,
@@ -297,39 +302,11 @@ def test_the_node_keeps_running_through_policy_exceptions(session_factory) -> No
     assert any("inference failed: MetaObs.state contains NaN" in line for line in s.node.lines)
 
 
-@contextlib.contextmanager
-def _in_process_node(**params):
-    """A PolicyServerNode in this process, spun by a SingleThreadedExecutor on a thread named
-    'executor', on its own domain; yields (node, context)."""
-    import rclpy
-    import rclpy.executors
-    from rclpy.parameter import Parameter
-
-    from policy_server_ros.node import PolicyServerNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=next_domain())
-    node = PolicyServerNode(context=context, parameter_overrides=[
-        Parameter(name, value=value) for name, value in params.items()])
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
-    spinner.start()
-    try:
-        yield node, context
-    finally:
-        executor.shutdown(timeout_sec=5)
-        spinner.join(5)
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-
-
 def test_a_dead_socket_bridge_is_detected_and_restarted(caplog) -> None:
     """Restart is the documented choice; after MAX_BRIDGE_RESTARTS the node exits 1."""
     import socket as socket_module
 
-    with _in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
+    with in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
                           socket_port=0) as (node, _):
         supervisor = node.bridge_supervisor
         host, port = supervisor.bridge.address
@@ -383,7 +360,7 @@ def test_a_policy_that_is_not_joint_abs_cannot_drive_a_joint_trajectory() -> Non
 def test_results_are_published_on_the_executor_not_the_inference_thread() -> None:
     from policy_server_ros.observation_assembler import Assembled
 
-    with _in_process_node(model_name_or_path="builtin:echo", socket_bridge_enabled=False,
+    with in_process_node(model_name_or_path="builtin:echo", socket_bridge_enabled=False,
                           action_joint_names=JOINTS) as (node, _):
         threads: list[str] = []
         for publisher in (node.chunk_pub, node.trajectory_pub):
@@ -401,7 +378,7 @@ def test_the_engines_and_bridges_python_logs_reach_rosout() -> None:
     import rclpy
     from rcl_interfaces.msg import Log
 
-    with _in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
+    with in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
                           socket_port=0) as (node, context):
         listener = rclpy.create_node("rosout_listener", context=context)
         texts: list[str] = []

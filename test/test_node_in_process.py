@@ -1,0 +1,95 @@
+"""The policy_server node's safety rules and threading, driven in this process (ros_harness.
+in_process_node): a chunk whose convention changes per reply never becomes a JointTrajectory,
+and a dying socket bridge never holds up the executor."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+
+import numpy as np
+from conftest import wait_until
+from ros_harness import JOINTS, in_process_node
+
+from benchmark.base import MetaObs
+from policy_server_ros.observation_assembler import Assembled
+
+
+def _record_publishes(publisher) -> list:
+    """Messages passed to `publisher.publish` from now on (they are still published)."""
+    sent: list = []
+    publish = publisher.publish
+    publisher.publish = lambda msg: (sent.append(msg), publish(msg))
+    return sent
+
+
+def _diagnostics(node) -> dict[str, str]:
+    """One /diagnostics tick, run here, as {key: value} (the timer's ticks run as well)."""
+    publisher = node.diagnostics_pub
+    sent: list = []
+    publish = publisher.publish
+    publisher.publish = sent.append
+    try:
+        node._publish_diagnostics()
+    finally:
+        publisher.publish = publish
+    return {kv.key: kv.value for kv in sent[0].status[0].values}
+
+
+def test_a_reply_that_is_not_joint_abs_is_never_published_as_a_joint_trajectory() -> None:
+    # The start-up check sees the policy's spec once; a policy may answer in another convention
+    # later (the engine stamps each reply with the spec it ran under). Such a chunk still goes out
+    # as an ActionChunk, which names its convention, but never as absolute joint positions.
+    with in_process_node(model_name_or_path="builtin:echo", socket_bridge_enabled=False,
+                         action_joint_names=JOINTS) as (node, _):
+        chunks, trajectories = (_record_publishes(node.chunk_pub),
+                                _record_publishes(node.trajectory_pub))
+        node._dispatch(Assembled(MetaObs(state=np.zeros(14)), 1_000_000))
+        assert wait_until(lambda: len(chunks) == 1 and len(trajectories) == 1, 10)
+
+        policy = node.engine.policy
+        policy.spec = dataclasses.replace(policy.spec, ctrl_space="ee", ctrl_type="delta")
+        node._dispatch(Assembled(MetaObs(state=np.zeros(14)), 2_000_000))
+        assert wait_until(lambda: _diagnostics(node)["chunks published"] == "2", 10)
+        assert len(trajectories) == 1  # before: 14 joints sent to the ee deltas as positions
+        assert (chunks[1].ctrl_space, chunks[1].ctrl_type) == ("ee", "delta")
+        assert _diagnostics(node)["trajectories refused (not joint/abs)"] == "1"
+
+
+def test_the_diagnostics_tick_never_waits_for_a_socket_bridge_restart() -> None:
+    # Stopping a dead bridge joins its client threads (seconds with a stuck client). The tick
+    # runs on the executor: waiting there would stop every subscription and publication.
+    with in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
+                         socket_port=0) as (node, _):
+        bridge = node.bridge_supervisor.bridge
+        release = threading.Event()
+        stop = bridge.stop
+        bridge.stop = lambda: (release.wait(10), stop())  # a client thread that takes its time
+        bridge._listener.shutdown(socket.SHUT_RDWR)  # the fault: the accept thread dies
+        assert wait_until(lambda: not bridge.is_alive, 5)
+        ticked = threading.Event()
+        threading.Thread(target=lambda: (node._publish_diagnostics(), ticked.set()),
+                         daemon=True).start()
+        try:
+            # Before: the tick itself stopped and restarted the bridge, so it waited for stop().
+            assert ticked.wait(5), "the diagnostics tick waited for the bridge's stop()"
+        finally:
+            release.set()
+        assert wait_until(lambda: node.bridge_supervisor.restarts == 1
+                          and node.bridge_supervisor.bridge.is_alive, 10)
+
+
+def test_diagnostics_count_the_socket_bridges_clients() -> None:
+    # Read from the bridge's own count when the tick runs, not pushed by a bridge callback.
+    from socket_bridge.client import PolicyClient
+
+    with in_process_node(model_name_or_path="builtin:echo", socket_host="127.0.0.1",
+                         socket_port=0) as (node, _):
+        host, port = node.bridge_supervisor.bridge.address
+        assert _diagnostics(node)["socket bridge clients"] == "0"
+        with PolicyClient(host, port) as client:
+            client.send_meta_obs(MetaObs(state=np.zeros(14)))
+            assert _diagnostics(node)["socket bridge clients"] == "1"
+        assert wait_until(lambda: _diagnostics(node)["socket bridge clients"] == "0", 10)
+
