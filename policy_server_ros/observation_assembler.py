@@ -3,17 +3,24 @@ messages with their header stamps, and the rosbag evaluator feeds it the same fr
 
 Inputs are named `camera/<i>`, `depth/<i>`, `joints`, `ee`, `pointcloud` (timed: kept in short
 buffers) and `language` (latched: the latest string holds until replaced). A complete set is one
-message from each required timed input whose stamps lie within `slop` of each other. The newest
-complete set wins, each set is emitted once, and a set older than `max_age` never is. Optional
-inputs join a set when a message within `slop` of it exists; they never decide which set is new
-(only the required inputs' stamps do), so a fast optional input cannot make a set look emitted.
-Every input that feeds `state` must be required: `state` is never silently left out.
+message from each required timed input whose stamps lie within `slop` of each other.
+
+What makes a new observation: a set is new when every required input contributes a message
+that no earlier set used, so each required message is in at most one observation (the rule of
+ROS message_filters' ApproximateTime) and the slowest required input sets the rate. The newest
+complete set wins. A set older than `max_age` never runs; it is used up all the same and counted
+once in `stale_skipped`, so that count is the number of observations staleness cost, however
+often `assemble()` is called. Optional inputs join a set when a message within `slop` of it
+exists (the same message may join several sets); they never decide which set is new.
+
+Every input that feeds `state` must be required (AssemblerConfig refuses a configuration where
+one is not), so an observation always has its full `state`; it is never silently None.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +42,10 @@ class AssemblerConfig:
     """What makes an observation.
 
     cameras / depths: how many of each (model order); required: kinds that must be present
-    (from INPUT_KINDS); state_parts: what `state` concatenates, in order (from STATE_PARTS);
-    slop_s: largest stamp spread within a set; max_age_s: oldest a set may be when it is used.
+    (from INPUT_KINDS); state_parts: what `state` concatenates, in order (from STATE_PARTS),
+    each of which must also be in `required` (ValueError otherwise: an observation without it
+    would have no state); slop_s: largest stamp spread within a set; max_age_s: oldest a set
+    may be when it is used.
     """
 
     cameras: int = 1
@@ -114,7 +123,8 @@ class InputState:
 
 
 class ObservationAssembler:
-    """Not thread-safe: the node calls it from its single executor thread."""
+    """Buffers converted messages and turns them into observations (see the module docstring
+    for the rules). Not thread-safe: the node calls it from its single executor thread."""
 
     def __init__(self, config: AssemblerConfig) -> None:
         self.config = config
@@ -122,9 +132,14 @@ class ObservationAssembler:
                        for name in config.input_names()}
         self.language: str | None = None
         self.timestep = 0
-        self._last_emitted_ns = -1  # newest required stamp of the last emitted set
-        self._last_stale_ns = -1  # the same for the last set found stale
-        self.stale_skipped = 0  # stale sets, each counted once however often it is seen
+        # The config is frozen: work out once what assemble() needs on every message.
+        self._required = config.required_names()
+        self._optional = [n for n in config.input_names()
+                          if n not in self._required and n != "language"]
+        # Per required input, its stamp in the last set emitted or found stale: a new set needs
+        # a newer message from each of them. Optional inputs are never used up.
+        self._used_ns = dict.fromkeys(self._required, -1)
+        self.stale_skipped = 0  # observations not run because they were stale, each once
 
     def add(self, name: str, stamp_ns: int, value: Any, arrival_ns: int | None = None) -> None:
         """Record a converted message. `language` values are strings and are latched."""
@@ -144,39 +159,40 @@ class ObservationAssembler:
 
     def missing(self) -> list[str]:
         """Required inputs that have never delivered a message."""
-        names = self.config.required_names()
+        names = self._required
         if "language" in self.config.required and self.language is None:
             names = [*names, "language"]
         return [n for n in names if n == "language" or not self.inputs[n].buffer]
 
     def assemble(self, now_ns: int) -> Assembled | None:
-        """The newest complete, fresh set not emitted before, as an observation; else None.
+        """The newest complete set of required messages no earlier set used, as an
+        observation; None if there is none, or if it is older than max_age (then it counts
+        once in `stale_skipped`).
 
         Raises AssemblyError when the newest set's messages cannot be combined (the set is
-        consumed, so the next call moves on)."""
+        used up, so the next call moves on)."""
         if self.missing():
             return None
         chosen = self._newest_set()
         if chosen is None:
             return None
-        stamps = {name: stamp for name, (stamp, _) in chosen.items()}
-        required = [stamps[name] for name in self.config.required_names()]
-        set_ns = max(required)
-        if now_ns - min(required) > self.config.max_age_s * 1e9:
-            if set_ns != self._last_stale_ns:
-                self._last_stale_ns = set_ns
-                self.stale_skipped += 1
+        required = {name: chosen[name][0] for name in self._required}
+        # Used up whether it runs or not: a stale set must not be found (and counted) again
+        # on the next call, and a set that fails to build must not block the ones after it.
+        self._used_ns.update(required)
+        if now_ns - min(required.values()) > self.config.max_age_s * 1e9:
+            self.stale_skipped += 1
             return None
-        self._last_emitted_ns = set_ns
         obs = self._build(chosen)
         self.timestep += 1
-        return Assembled(obs, set_ns, stamps)
+        stamps = {name: stamp for name, (stamp, _) in chosen.items()}
+        return Assembled(obs, max(required.values()), stamps)
 
     def stale_inputs(self, now_ns: int) -> list[tuple[str, float]]:
         """Required inputs whose newest message is older than max_age: (name, age in s)."""
         limit = self.config.max_age_s
         out = []
-        for name in self.config.required_names():
+        for name in self._required:
             buffer = self.inputs[name].buffer
             if buffer:
                 age = (now_ns - buffer[-1][0]) / 1e9
@@ -185,29 +201,27 @@ class ObservationAssembler:
         return out
 
     def _newest_set(self) -> dict[str, tuple[int, Any]] | None:
-        cfg = self.config
-        required = cfg.required_names()
-        slop = int(cfg.slop_s * 1e9)
-        # The bottleneck: the required input whose newest message is the oldest.
-        reference = min(required, key=lambda n: self.inputs[n].buffer[-1][0])
-        for stamp, value in reversed(self.inputs[reference].buffer):
-            if stamp <= self._last_emitted_ns:
-                return None
+        inputs, used = self.inputs, self._used_ns
+        slop = int(self.config.slop_s * 1e9)
+        # The bottleneck: the required input whose newest message is the oldest. Every set is
+        # built around one of its messages, each matched with the nearest unused message of
+        # the other required inputs.
+        reference = min(self._required, key=lambda n: inputs[n].buffer[-1][0])
+        for stamp, value in reversed(inputs[reference].buffer):
+            if stamp <= used[reference]:
+                return None  # this and older ones were used, or lost to a newer set
             chosen = {reference: (stamp, value)}
-            for name in required:
+            for name in self._required:
                 if name != reference:
-                    match = _nearest(self.inputs[name].buffer, stamp)
-                    if abs(match[0] - stamp) > slop:
+                    match = _nearest(inputs[name].buffer, stamp, after=used[name])
+                    if match is None or abs(match[0] - stamp) > slop:
                         break
                     chosen[name] = match
             else:
-                if max(s for s, _ in chosen.values()) <= self._last_emitted_ns:
-                    return None
-                for name in self.config.input_names():
-                    if name not in chosen and name != "language" and self.inputs[name].buffer:
-                        match = _nearest(self.inputs[name].buffer, stamp)
-                        if abs(match[0] - stamp) <= slop:
-                            chosen[name] = match
+                for name in self._optional:
+                    match = _nearest(inputs[name].buffer, stamp)
+                    if match is not None and abs(match[0] - stamp) <= slop:
+                        chosen[name] = match
                 return chosen
         return None
 
@@ -225,8 +239,19 @@ class ObservationAssembler:
                        timestep=self.timestep)
 
 
-def _nearest(buffer: Iterable[tuple[int, Any]], stamp: int) -> tuple[int, Any]:
-    return min(buffer, key=lambda item: abs(item[0] - stamp))
+def _nearest(buffer: Sequence[tuple[int, Any]], stamp: int,
+             after: int | None = None) -> tuple[int, Any] | None:
+    """The message of a stamp-sorted buffer nearest `stamp` (the older one on a tie), among
+    those stamped after `after`; None if there is none. Walks back from the newest and stops
+    as soon as messages get further away, so a match near the newest costs a step or two."""
+    best = None
+    for item in reversed(buffer):
+        if after is not None and item[0] <= after:
+            break
+        if best is not None and abs(item[0] - stamp) > abs(best[0] - stamp):
+            break
+        best = item
+    return best
 
 
 def _stack(arrays: Sequence[np.ndarray | None], what: str) -> np.ndarray | None:

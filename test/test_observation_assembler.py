@@ -147,3 +147,79 @@ def test_a_stale_set_is_counted_once_however_often_it_is_seen() -> None:
     for now in range(1300, 1305):
         assert a.assemble(now * MS) is None
     assert a.stale_skipped == 2
+
+
+def test_a_camera_frame_is_not_reused_by_the_next_observation() -> None:
+    # Each required message is in at most one observation: a new camera frame that cannot pair
+    # yet must not trigger the previous frame again with a later joint state.
+    a = _assembler()  # slop 10 ms
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 995 * MS, np.zeros(3, np.float32))
+    assert a.assemble(1001 * MS).input_stamps_ns == {"camera/0": 1000 * MS, "joints": 995 * MS}
+    for t in (1003, 1013):
+        a.add("joints", t * MS, np.full(3, t, np.float32))
+        assert a.assemble(t * MS) is None
+    a.add("camera/0", 1033 * MS, IMG)  # no joint state within slop of it yet
+    assert a.assemble(1034 * MS) is None  # before: camera 1000 ms again, with joints 1003 ms
+    a.add("joints", 1023 * MS, np.full(3, 1023, np.float32))
+    out = a.assemble(1035 * MS)
+    assert out.input_stamps_ns == {"camera/0": 1033 * MS, "joints": 1023 * MS}
+    assert out.obs.timestep == 1
+
+
+def test_the_next_camera_frame_is_not_skipped_after_a_late_joint_state() -> None:
+    # The last set's newest stamp (joints 140 ms) is newer than the next camera frame (133 ms);
+    # that frame is still new and pairs with the next joint state.
+    a = _assembler(slop_s=0.05)
+    a.add("joints", 55 * MS, np.zeros(3, np.float32))
+    a.add("camera/0", 100 * MS, IMG)
+    a.add("joints", 140 * MS, np.ones(3, np.float32))  # a gap in the joint states
+    first = a.assemble(141 * MS)
+    assert first.input_stamps_ns == {"camera/0": 100 * MS, "joints": 140 * MS}
+    a.add("camera/0", 133 * MS, IMG)
+    a.add("joints", 150 * MS, np.full(3, 2, np.float32))
+    second = a.assemble(151 * MS)  # before: None (133 ms <= 140 ms), the frame was skipped
+    assert second is not None
+    assert second.input_stamps_ns == {"camera/0": 133 * MS, "joints": 150 * MS}
+
+
+def test_a_stale_observation_counts_once_when_a_new_joint_state_pairs_with_it() -> None:
+    a = _assembler(max_age_s=0.1)  # slop 10 ms
+    a.add("camera/0", 1000 * MS, IMG)
+    a.add("joints", 995 * MS, np.zeros(3))
+    assert a.assemble(1200 * MS) is None and a.stale_skipped == 1
+    a.add("joints", 1003 * MS, np.zeros(3))  # nearer the same camera frame than 995 ms
+    for now in range(1201, 1206):
+        assert a.assemble(now * MS) is None
+    assert a.stale_skipped == 1  # before: 2, the same camera frame counted again
+
+
+@pytest.mark.parametrize("late_ms", [1, 1000])
+def test_stale_observations_are_counted_as_the_observations_they_would_have_been(
+        late_ms: int) -> None:
+    # Live (stamps fresh) or delayed by a second (all stale), the same messages make the same
+    # number of observations: run, or counted in stale_skipped, once each, however often
+    # assemble() is called (the node calls it on every required message).
+    a = _assembler(max_age_s=0.1)
+    camera = range(1000, 1400, 33)
+    joints = range(995, 1400, 10)
+    arrivals = sorted([(t, "camera/0") for t in camera] + [(t, "joints") for t in joints])
+    ran = 0
+    for t, name in arrivals:
+        a.add(name, t * MS, IMG if name == "camera/0" else np.zeros(3, np.float32))
+        for _ in range(3):
+            ran += a.assemble((t + late_ms) * MS) is not None
+    assert ran + a.stale_skipped == len(camera)
+    assert (ran, a.stale_skipped) == ((len(camera), 0) if late_ms == 1 else (0, len(camera)))
+
+
+def test_the_node_parameters_refuse_a_state_input_that_is_not_required() -> None:
+    # The node and the bag evaluator build their config here; the node turns this ValueError
+    # into a one-line start-up error.
+    from policy_server_ros.inputs import assembler_config, node_params
+
+    params = node_params(ee_pose_topic="/ee_pose", state_inputs=["joints", "ee"])
+    with pytest.raises(ValueError, match=r"\['ee'\] are not in required_inputs.*add them"):
+        assembler_config(params)
+    params["required_inputs"] = ["cameras", "joints", "ee"]
+    assert assembler_config(params).state_parts == ("joints", "ee")
