@@ -40,10 +40,19 @@ def resolve_model(name: str) -> str:
     if name != str(EXAMPLE_CHECKPOINT):
         return name
     # Imported here: writing the example needs torch, which reading checkpoints does not.
-    from policy_server_ros.example_checkpoint import ensure_example_checkpoint  # noqa: PLC0415
+    from policy_server_ros.example_checkpoint import (  # noqa: PLC0415
+        CACHE_ENV,
+        cache_dir,
+        ensure_example_checkpoint,
+    )
 
-    return str(ensure_example_checkpoint(EXAMPLE_CHECKPOINT if EXAMPLE_CHECKPOINT.is_dir()
-                                         else None))
+    target = EXAMPLE_CHECKPOINT if EXAMPLE_CHECKPOINT.is_dir() else None
+    try:
+        return str(ensure_example_checkpoint(target))
+    except OSError as exc:  # an unwritable cache folder: a start-up error, not a traceback
+        raise CheckpointError(f"cannot write the example checkpoint to "
+                              f"{target or cache_dir()}: {exc.strerror or exc}; set {CACHE_ENV} "
+                              f"to a writable folder, or pass model_name_or_path") from None
 
 
 class CheckpointError(ValueError):

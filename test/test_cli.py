@@ -168,3 +168,15 @@ def test_bad_checkpoint_is_a_start_up_error(tmp_path: Path) -> None:
     assert server.proc.wait(60) == 2
     server.wait_for(r"has no policy_metadata.json")
     assert not any("Traceback" in line for line in server.lines)
+
+
+def test_an_unwritable_cache_for_the_example_is_a_start_up_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")  # as root, permissions would not stop a write
+    server = ServerProcess([PYTHON, str(REPO_ROOT / "start_policy_server.py"), "--host",
+                            "127.0.0.1", "--port", "0", "--device", "cpu"], cwd=tmp_path,
+                           env={**os.environ, "POLICY_SERVER_ROS_CACHE": str(blocker / "cache")})
+    assert server.proc.wait(60) == 2
+    server.wait_for(r"cannot write the example checkpoint to .*a_file/cache.*set "
+                    r"POLICY_SERVER_ROS_CACHE to a writable folder")
+    assert not any("Traceback" in line for line in server.lines), "\n".join(server.lines)
