@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("policy_server_ros.example_checkpoint")
 
-DEFAULT_PATH = EXAMPLE_CHECKPOINT
 CACHE_ENV = "POLICY_SERVER_ROS_CACHE"
 DATASET_ID = "sim_transfer_cube_scripted"
 CTRL_SPACE, CTRL_TYPE = "joint", "abs"
@@ -144,7 +143,7 @@ def cache_dir() -> Path:
 def ensure_example_checkpoint(path: str | Path | None = None) -> Path:
     """The example checkpoint at `path` (default: in the cache directory), created on first
     use."""
-    path = Path(path) if path is not None else cache_dir() / DEFAULT_PATH.name
+    path = Path(path) if path is not None else cache_dir() / EXAMPLE_CHECKPOINT.name
     if not (path / WEIGHTS).is_file():
         log.info("Creating the example checkpoint (untrained ACT, ALOHA sim transfer-cube "
                  "sizes, 336 MB) at %s; this happens once (%s chooses the folder)",
@@ -156,7 +155,7 @@ def ensure_example_checkpoint(path: str | Path | None = None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("out", type=Path, nargs="?",
-                        default=cache_dir() / DEFAULT_PATH.name,
+                        default=cache_dir() / EXAMPLE_CHECKPOINT.name,
                         help=f"folder to write (default: %(default)s; {CACHE_ENV} sets the "
                              f"cache directory)")
     parser.add_argument("--small", action="store_true", help="a tiny model for tests")

@@ -21,9 +21,8 @@ from typing import Any
 
 import yaml
 
-from policy_server_ros.checkpoint import CheckpointError, resolve_model
+from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.example_checkpoint import DEFAULT_PATH
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.base import PRECISIONS
@@ -33,7 +32,7 @@ from socket_bridge.server import PolicySocketServer, ServerConfig
 
 log = logging.getLogger("policy_server_ros.cli")
 
-DEFAULT_MODEL = str(DEFAULT_PATH)
+DEFAULT_MODEL = str(EXAMPLE_CHECKPOINT)
 
 
 def _image_size(text: str) -> tuple[int, int]:
