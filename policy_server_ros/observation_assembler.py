@@ -5,13 +5,24 @@ Inputs are named `camera/<i>`, `depth/<i>`, `joints`, `ee`, `pointcloud` (timed:
 buffers) and `language` (latched: the latest string holds until replaced). A complete set is one
 message from each required timed input whose stamps lie within `slop` of each other.
 
-What makes a new observation: a set is new when every required input contributes a message
-that no earlier set used, so each required message is in at most one observation (the rule of
-ROS message_filters' ApproximateTime) and the slowest required input sets the rate. The newest
-complete set wins. A set older than `max_age` never runs; it is used up all the same and counted
-once in `stale_skipped`, so that count is the number of observations staleness cost, however
-often `assemble()` is called. Optional inputs join a set when a message within `slop` of it
-exists (the same message may join several sets); they never decide which set is new.
+What makes a new observation: every set is built around one message of the pivot, the
+slowest required input (longest median interval between its stamps; cameras first on a tie,
+so jitter between equal rates does not flip it), matched with the nearest message of each
+other required input. Each required message is in at most one observation (the rule of ROS
+message_filters' ApproximateTime), so the pivot sets the rate, and the newest complete set wins.
+
+A set is decided only once every other required input has a message stamped at or after the
+pivot's: until then a nearer message may still be on its way, and which one arrives first
+across topics (executor order, transport) must not change the observation. Given messages in
+stamp order per input, the observations are the same whatever the order across inputs, as
+long as no input lags a whole pivot period behind (then the newer pivot message wins). The
+wait costs nothing when the other inputs arrive no later than the pivot's message; otherwise
+it is at most one interval of the input waited for.
+
+A set older than `max_age` never runs; it is used up all the same and counted once in
+`stale_skipped`, so that count is the number of observations staleness cost, however often
+`assemble()` is called. Optional inputs join a set when a message within `slop` of it exists
+(the same message may join several sets); they never decide which set is new or wait.
 
 Every input that feeds `state` must be required (AssemblerConfig refuses a configuration where
 one is not), so an observation always has its full `state`; it is never silently None.
@@ -31,6 +42,8 @@ from benchmark.base import MetaObs
 STATE_PARTS = ("joints", "ee")
 TIMED_KINDS = ("cameras", "depth", "joints", "ee", "pointcloud")
 INPUT_KINDS = (*TIMED_KINDS, "language")
+# How much slower (median interval) an input must be to take the pivot from an earlier one.
+PIVOT_MARGIN = 1.2
 
 
 class AssemblyError(ValueError):
@@ -203,20 +216,19 @@ class ObservationAssembler:
     def _newest_set(self) -> dict[str, tuple[int, Any]] | None:
         inputs, used = self.inputs, self._used_ns
         slop = int(self.config.slop_s * 1e9)
-        # The bottleneck: the required input whose newest message is the oldest. Every set is
-        # built around one of its messages, each matched with the nearest unused message of
-        # the other required inputs.
-        reference = min(self._required, key=lambda n: inputs[n].buffer[-1][0])
-        for stamp, value in reversed(inputs[reference].buffer):
-            if stamp <= used[reference]:
+        pivot = self._pivot()
+        others = [name for name in self._required if name != pivot]
+        for stamp, value in reversed(inputs[pivot].buffer):
+            if stamp <= used[pivot]:
                 return None  # this and older ones were used, or lost to a newer set
-            chosen = {reference: (stamp, value)}
-            for name in self._required:
-                if name != reference:
-                    match = _nearest(inputs[name].buffer, stamp, after=used[name])
-                    if match is None or abs(match[0] - stamp) > slop:
-                        break
-                    chosen[name] = match
+            if any(inputs[name].buffer[-1][0] < stamp for name in others):
+                return None  # undecided: a nearer message may still arrive; newest wins
+            chosen = {pivot: (stamp, value)}
+            for name in others:
+                match = _nearest(inputs[name].buffer, stamp, after=used[name])
+                if match is None or abs(match[0] - stamp) > slop:
+                    break
+                chosen[name] = match
             else:
                 for name in self._optional:
                     match = _nearest(inputs[name].buffer, stamp)
@@ -224,6 +236,19 @@ class ObservationAssembler:
                         chosen[name] = match
                 return chosen
         return None
+
+    def _pivot(self) -> str:
+        """The required input with the longest median interval between stamps (fewer than two
+        messages: not known yet, counted as slowest). An earlier input keeps the role unless a
+        later one is clearly slower (PIVOT_MARGIN), so equal rates with jitter do not flip it."""
+        pivot, longest = "", -1.0
+        for name in self._required:
+            buffer = self.inputs[name].buffer
+            period = float(np.median(np.diff(np.fromiter(
+                (s for s, _ in buffer), np.int64, len(buffer))))) if len(buffer) > 1 else np.inf
+            if period > longest * PIVOT_MARGIN:
+                pivot, longest = name, period
+        return pivot
 
     def _build(self, chosen: dict[str, tuple[int, Any]]) -> MetaObs:
         cfg = self.config

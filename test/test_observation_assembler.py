@@ -151,19 +151,21 @@ def test_a_stale_set_is_counted_once_however_often_it_is_seen() -> None:
 
 def test_a_camera_frame_is_not_reused_by_the_next_observation() -> None:
     # Each required message is in at most one observation: a new camera frame that cannot pair
-    # yet must not trigger the previous frame again with a later joint state.
+    # must not trigger the previous frame again with a later joint state.
     a = _assembler()  # slop 10 ms
     a.add("camera/0", 1000 * MS, IMG)
     a.add("joints", 995 * MS, np.zeros(3, np.float32))
-    assert a.assemble(1001 * MS).input_stamps_ns == {"camera/0": 1000 * MS, "joints": 995 * MS}
-    for t in (1003, 1013):
-        a.add("joints", t * MS, np.full(3, t, np.float32))
-        assert a.assemble(t * MS) is None
-    a.add("camera/0", 1033 * MS, IMG)  # no joint state within slop of it yet
-    assert a.assemble(1034 * MS) is None  # before: camera 1000 ms again, with joints 1003 ms
-    a.add("joints", 1023 * MS, np.full(3, 1023, np.float32))
-    out = a.assemble(1035 * MS)
-    assert out.input_stamps_ns == {"camera/0": 1033 * MS, "joints": 1023 * MS}
+    a.add("joints", 1003 * MS, np.zeros(3, np.float32))
+    assert a.assemble(1004 * MS).input_stamps_ns == {"camera/0": 1000 * MS, "joints": 1003 * MS}
+    a.add("joints", 1013 * MS, np.full(3, 1013, np.float32))
+    assert a.assemble(1013 * MS) is None
+    a.add("camera/0", 1033 * MS, IMG)
+    a.add("joints", 1050 * MS, np.full(3, 1050, np.float32))  # a gap: none within slop of 1033
+    assert a.assemble(1050 * MS) is None  # before: camera 1000 ms again, with joints 1013 ms
+    a.add("camera/0", 1066 * MS, IMG)
+    a.add("joints", 1066 * MS, np.full(3, 1066, np.float32))
+    out = a.assemble(1067 * MS)
+    assert out.input_stamps_ns == {"camera/0": 1066 * MS, "joints": 1066 * MS}
     assert out.obs.timestep == 1
 
 
@@ -171,7 +173,8 @@ def test_the_next_camera_frame_is_not_skipped_after_a_late_joint_state() -> None
     # The last set's newest stamp (joints 140 ms) is newer than the next camera frame (133 ms);
     # that frame is still new and pairs with the next joint state.
     a = _assembler(slop_s=0.05)
-    a.add("joints", 55 * MS, np.zeros(3, np.float32))
+    for t in (35, 45, 55):
+        a.add("joints", t * MS, np.zeros(3, np.float32))
     a.add("camera/0", 100 * MS, IMG)
     a.add("joints", 140 * MS, np.ones(3, np.float32))  # a gap in the joint states
     first = a.assemble(141 * MS)
@@ -187,8 +190,10 @@ def test_a_stale_observation_counts_once_when_a_new_joint_state_pairs_with_it() 
     a = _assembler(max_age_s=0.1)  # slop 10 ms
     a.add("camera/0", 1000 * MS, IMG)
     a.add("joints", 995 * MS, np.zeros(3))
-    assert a.assemble(1200 * MS) is None and a.stale_skipped == 1
+    assert a.assemble(1200 * MS) is None and a.stale_skipped == 0  # undecided: not yet counted
     a.add("joints", 1003 * MS, np.zeros(3))  # nearer the same camera frame than 995 ms
+    assert a.assemble(1200 * MS) is None and a.stale_skipped == 1
+    a.add("joints", 1004 * MS, np.zeros(3))
     for now in range(1201, 1206):
         assert a.assemble(now * MS) is None
     assert a.stale_skipped == 1  # before: 2, the same camera frame counted again
@@ -202,7 +207,7 @@ def test_stale_observations_are_counted_as_the_observations_they_would_have_been
     # assemble() is called (the node calls it on every required message).
     a = _assembler(max_age_s=0.1)
     camera = range(1000, 1400, 33)
-    joints = range(995, 1400, 10)
+    joints = range(995, 1410, 10)  # the last frame is decided by a joint state after it
     arrivals = sorted([(t, "camera/0") for t in camera] + [(t, "joints") for t in joints])
     ran = 0
     for t, name in arrivals:
@@ -223,3 +228,61 @@ def test_the_node_parameters_refuse_a_state_input_that_is_not_required() -> None
         assembler_config(params)
     params["required_inputs"] = ["cameras", "joints", "ee"]
     assert assembler_config(params).state_parts == ("joints", "ee")
+
+
+def test_a_joint_state_delivered_after_the_frames_still_pairs_with_them() -> None:
+    # CI failure: cameras at 25 Hz and joint states at 50 Hz on the same ticks; the node's
+    # executor took both frames of tick 40 ms before that tick's joint state (which the bag
+    # logged first). The unused joint state of 20 ms became the set's reference and paired
+    # with the new frames; the rosbag evaluator, reading in log order, paired 40 ms with 40 ms.
+    a = _assembler(cameras=2, slop_s=0.05)
+    for t in (-40, -20, 0):
+        a.add("joints", t * MS, np.full(3, t, np.float32))
+    for i in (0, 1):
+        a.add(f"camera/{i}", 0, IMG)
+    assert a.assemble(1 * MS).input_stamps_ns == dict.fromkeys(("camera/0", "camera/1",
+                                                                "joints"), 0)
+    a.add("joints", 20 * MS, np.full(3, 20, np.float32))
+    assert a.assemble(21 * MS) is None
+    for i in (0, 1):
+        a.add(f"camera/{i}", 40 * MS, IMG)
+        assert a.assemble(42 * MS) is None  # before: frames of 40 ms with joints of 20 ms
+    a.add("joints", 40 * MS, np.full(3, 40, np.float32))
+    out = a.assemble(43 * MS)
+    assert out.input_stamps_ns == dict.fromkeys(("camera/0", "camera/1", "joints"), 40 * MS)
+    assert out.obs.state[0] == 40
+
+
+def _delivered(arrivals: list[tuple[int, int, str]], seed: int | None) -> list[dict]:
+    """Feed (arrival, stamp, input) messages to a fresh assembler in arrival order (shuffled
+    arrival times when seed is given, per-input order kept) and return what it emitted."""
+    a = _assembler(cameras=2, slop_s=0.03, max_age_s=1.0)
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        arrivals = [(stamp + int(rng.integers(0, 30)) * MS, stamp, name)
+                    for _, stamp, name in arrivals]
+        last: dict[str, int] = {}
+        for i, (arrival, stamp, name) in enumerate(arrivals):  # one topic stays in order
+            arrivals[i] = (max(arrival, last.get(name, 0)), stamp, name)
+            last[name] = arrivals[i][0]
+    out = []
+    for arrival, stamp, name in sorted(arrivals):
+        a.add(name, stamp, IMG if name.startswith("camera") else np.zeros(3, np.float32))
+        assembled = a.assemble(arrival)
+        if assembled is not None:
+            out.append(assembled.input_stamps_ns)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_observations_do_not_depend_on_the_order_messages_arrive_across_inputs(
+        seed: int) -> None:
+    # Cameras at 25 Hz, joint states at 100 Hz offset by 3 ms; each message delayed 0-30 ms
+    # (less than a camera interval), each input in order. The same observations as when
+    # everything arrives in stamp order.
+    cameras = [(t, t, f"camera/{i}") for t in range(0, 2000 * MS, 40 * MS) for i in (0, 1)]
+    joints = [(t, t, "joints") for t in range(3 * MS, 2050 * MS, 10 * MS)]
+    arrivals = sorted(cameras + joints)
+    in_order = _delivered(arrivals, None)
+    assert len(in_order) == 50
+    assert _delivered(arrivals, seed) == in_order
