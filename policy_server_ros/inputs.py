@@ -6,6 +6,7 @@ for tools that run without a node. No rclpy here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,9 +114,32 @@ def _checked(name: str, value: Any) -> Any:
     return value
 
 
-def load_params_file(path: Path, node_name: str = "policy_server") -> dict[str, Any]:
-    """The parameters a ROS 2 params YAML gives the node (`policy_server:` or `/**:` sections
-    with `ros__parameters`), checked against the node's table."""
+def resolve_topic(name: str, namespace: str = "/", node_name: str = "policy_server") -> str:
+    """The absolute name ROS gives topic `name` for a node in `namespace` (relative names join
+    the namespace, `~/x` goes under the node's name); how the rosbag tools find the node's
+    topics in a bag recorded with absolute names."""
+    namespace = "/" + namespace.strip("/")
+    if name.startswith("/"):
+        return name
+    if name == "~" or name.startswith("~/"):
+        name = f"{node_name}{name[1:]}"
+    return f"{namespace.rstrip('/')}/{name}"
+
+
+def section_applies(key: str, node: str) -> bool:
+    """Whether a params-file section key (`policy_server`, `/robot1/policy_server`,
+    `/**/policy_server`, `/**`, `/*/policy_server`) names the node `node` (fully qualified),
+    by rcl's rules: `/**` matches any number of namespace levels, `*` exactly one token."""
+    if not key.startswith("/"):
+        key = "/" + key  # a bare node name means the root namespace
+    pattern = re.escape(key).replace(r"/\*\*", "(/[^/]+)*").replace(r"\*", "[^/]+")
+    return re.fullmatch(pattern, node) is not None
+
+
+def load_params_file(path: Path, node: str = "/policy_server") -> dict[str, Any]:
+    """The parameters a ROS 2 params YAML gives the node with fully qualified name `node`
+    (sections `/**/policy_server:`, `policy_server:`, `/**:` ... with `ros__parameters`, later
+    sections winning as in rcl), checked against the node's table."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -123,13 +147,14 @@ def load_params_file(path: Path, node_name: str = "policy_server") -> dict[str, 
     if not isinstance(data, dict):
         raise ParameterError(f"params file {path} is not a mapping of node names")
     found: dict[str, Any] = {}
-    for key in ("/**", node_name, f"/{node_name}"):
-        section = data.get(key)
-        if isinstance(section, dict):
+    matched = False
+    for key, section in data.items():
+        if isinstance(key, str) and isinstance(section, dict) and section_applies(key, node):
+            matched = True
             found.update(section.get("ros__parameters") or {})
-    if not found:
-        raise ParameterError(f"params file {path} has no ros__parameters for {node_name!r} "
-                             f"or '/**'")
+    if not matched:
+        raise ParameterError(f"params file {path} has no section for the node {node} (e.g. "
+                             f"'/**/policy_server:' with 'ros__parameters:')")
     return {name: _checked(name, value) for name, value in found.items()}
 
 

@@ -231,7 +231,7 @@ class PolicyServerNode(Node):
 
     def _subscribe_inputs(self) -> None:
         for spec in input_topics(self.params):
-            self.topics[spec.name] = spec.topic
+            self.topics[spec.name] = self.resolve_topic_name(spec.topic)  # as logged and shown
             self._subscribe(spec, _QOS[self.params[spec.qos]])
 
     def _subscribe(self, spec: InputTopic, qos: QoSProfile) -> None:

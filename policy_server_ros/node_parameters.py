@@ -53,12 +53,13 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
     # Inputs.
-    _p("camera_topics", ["/camera/color/image_raw"],
+    # Input topic defaults are relative, so they follow the node's namespace (robot1/...).
+    _p("camera_topics", ["camera/color/image_raw"],
        "one sensor_msgs/Image topic per model camera, in the model's camera order; a topic "
        "ending in /compressed is read as sensor_msgs/CompressedImage (jpeg or png)", kind=list),
     _p("depth_topics", [], "depth sensor_msgs/Image topics (16UC1 mm or 32FC1 m), one per "
        "depth camera", kind=list),
-    _p("joint_state_topic", "/joint_states", "sensor_msgs/JointState topic; empty = none"),
+    _p("joint_state_topic", "joint_states", "sensor_msgs/JointState topic; empty = none"),
     _p("joint_names", [], "joint order of the state vector; empty = the message's own order",
        kind=list),
     _p("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose topic; empty = none"),

@@ -38,10 +38,12 @@ def ros_env(domain: int) -> dict[str, str]:
 
 
 def start_node(domain: int, params: dict[str, Any], cwd: Path | None = None,
-               params_file: Path | None = None) -> ServerProcess:
+               params_file: Path | None = None, namespace: str = "") -> ServerProcess:
     """`python -m policy_server_ros` with `-p name:=value` for each of `params`, after
-    `--params-file` when given."""
+    `--params-file` when given, in `namespace` when given (`-r __ns:=`)."""
     argv = [PYTHON, "-m", "policy_server_ros", "--ros-args"]
+    if namespace:
+        argv += ["-r", f"__ns:={namespace}"]
     if params_file is not None:
         argv += ["--params-file", str(params_file)]
     for name, value in params.items():

@@ -32,7 +32,7 @@ from policy_server_ros.bag_tools.storage import (
     read_messages,
     restamp,
 )
-from policy_server_ros.inputs import ParameterError, load_params_file, node_params
+from policy_server_ros.inputs import ParameterError, load_params_file, node_params, resolve_topic
 from policy_server_ros.ros_conversions import stamp_ns
 
 SPEC = SampleSpec(seconds=3.0, height=64, width=80)  # 75 camera frames, 150 joint ticks
@@ -230,6 +230,38 @@ def test_eval_reads_the_node_params_file(sample_bag: Path, tmp_path) -> None:
     assert report["inputs"] == {"camera/0": CAMERA_TOPICS[1], "joints": JOINT_TOPIC,
                                 "ee": "/ee_pose"}
     assert report["observations_evaluated"] == 75
+
+
+def test_params_file_sections_follow_rcls_node_name_rules(tmp_path) -> None:
+    # As rcl reads a params file: `/**` spans any namespace, `*` one level, a bare name is the
+    # root namespace; matching sections apply in file order.
+    params = tmp_path / "robots.yaml"
+    params.write_text("/**:\n  ros__parameters: {sync_slop: 0.01, frame_id: any}\n"
+                      "/**/policy_server:\n  ros__parameters: {frame_id: every_ns}\n"
+                      "policy_server:\n  ros__parameters: {frame_id: root}\n"
+                      "/*/policy_server:\n  ros__parameters: {device: cpu}\n"
+                      "/robot2/policy_server:\n  ros__parameters: {frame_id: robot2}\n")
+    root = load_params_file(params)
+    assert (root["frame_id"], root["sync_slop"], "device" in root) == ("root", 0.01, False)
+    robot1 = load_params_file(params, "/robot1/policy_server")
+    assert (robot1["frame_id"], robot1["device"]) == ("every_ns", "cpu")
+    assert load_params_file(params, "/robot2/policy_server")["frame_id"] == "robot2"
+    assert "device" not in load_params_file(params, "/a/b/policy_server")
+    with pytest.raises(ParameterError, match="no section for the node /robot1/policy_server"):
+        params.write_text("policy_server:\n  ros__parameters: {frame_id: root}\n")
+        load_params_file(params, "/robot1/policy_server")
+
+
+def test_relative_topic_names_resolve_as_the_node_resolves_them() -> None:
+    assert resolve_topic("joint_states") == "/joint_states"
+    assert resolve_topic("joint_states", "/robot1") == "/robot1/joint_states"
+    assert resolve_topic("~/action_chunk", "robot1/") == "/robot1/policy_server/action_chunk"
+    assert resolve_topic("/cam/image", "/robot1") == "/cam/image"
+    # The node's defaults are relative, so that they follow its namespace; the evaluator reads
+    # them as the root namespace's names, which is what a bag recorded there holds.
+    defaults = node_params()
+    assert defaults["joint_state_topic"] == "joint_states"
+    assert resolve_topic(defaults["camera_topics"][0]) == CAMERA_TOPICS[0]
 
 
 @pytest.mark.parametrize(("override", "message"), [

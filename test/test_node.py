@@ -218,22 +218,27 @@ def test_bad_parameters_are_a_clear_start_up_error() -> None:
     node.wait_for(r"action_joint_names has 2 names but the policy produces 14-D actions")
 
 
-def test_the_parameter_yaml_loads_into_the_node(tmp_path) -> None:
+@pytest.mark.parametrize("namespace", ["", "/robot1"])
+def test_the_parameter_yaml_loads_into_the_node(tmp_path, namespace: str) -> None:
+    # Before: config/server.yaml keyed `policy_server:`, which rcl applies to /policy_server
+    # only; under /robot1 every value silently fell back to its default.
     import yaml
     from conftest import REPO_ROOT
 
     data = yaml.safe_load((REPO_ROOT / "config" / "server.yaml").read_text())
-    params = data["policy_server"]["ros__parameters"]
-    params.update(model_name_or_path="builtin:echo", camera_topics=["/left/image", "/right/image"],
-                  ee_pose_topic="/ee_pose", state_inputs=["joints", "ee"],
+    (params,) = (section["ros__parameters"] for section in data.values())
+    params.update(model_name_or_path="builtin:echo", camera_topics=["left/image", "/right/image"],
+                  ee_pose_topic="ee_pose", state_inputs=["joints", "ee"],
                   required_inputs=["cameras", "joints", "ee"],
                   socket_bridge_enabled=False, action_topic="/chunks")
     params_file = tmp_path / "robot.yaml"
     params_file.write_text(yaml.safe_dump(data))
-    node = start_node(next_domain(), {}, params_file=params_file)
-    node.wait_for(r"policy_server ready: builtin:echo -> /chunks .*inputs: "
-                  r"camera/0=/left/image, camera/1=/right/image, joints=/joint_states, "
-                  r"ee=/ee_pose; socket bridge off", timeout=90)
+    node = start_node(next_domain(), {}, params_file=params_file, namespace=namespace)
+    # Relative names (the defaults' joint_states too) resolve in the namespace.
+    node.wait_for(rf"policy_server ready: builtin:echo -> /chunks .*inputs: "
+                  rf"camera/0={namespace}/left/image, camera/1=/right/image, "
+                  rf"joints={namespace}/joint_states, ee={namespace}/ee_pose; socket bridge off",
+                  timeout=90)
     time.sleep(1.0)
     assert node.stop(signal.SIGINT) == 0
 

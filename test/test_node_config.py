@@ -24,6 +24,7 @@ from unittest import mock
 import yaml
 from conftest import REPO_ROOT
 
+from policy_server_ros.inputs import section_applies
 from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS, ParamSpec
 
 LAUNCH_FILE = REPO_ROOT / "policy_server_ros" / "launch" / "server.launch.py"
@@ -36,7 +37,9 @@ IMPORTANT = {"model_name_or_path", "dataset_id", "chunk_size", "device", "camera
 
 def test_server_yaml_lists_every_parameter_with_its_default() -> None:
     data = yaml.safe_load((REPO_ROOT / "config" / "server.yaml").read_text())
-    params = data["policy_server"]["ros__parameters"]
+    # One section, for the node in any namespace (rcl's wildcard rules).
+    assert list(data) == ["/**/policy_server"]
+    params = data["/**/policy_server"]["ros__parameters"]
     assert list(params) == [p.name for p in NODE_PARAMETERS]
     for spec in NODE_PARAMETERS:
         assert params[spec.name] == spec.default, spec.name
@@ -200,6 +203,8 @@ class _Launched:
 def _node_parameters(node: Node, context: _Context) -> dict[str, Any]:
     """The parameters the node starts with: files (entries for its name or /**), then dicts."""
     name = _perform(node.name, context)
+    namespace = _perform(node.namespace, context).strip("/") if node.namespace else ""
+    full_name = f"/{namespace}/{name}" if namespace else f"/{name}"
     values: dict[str, Any] = {}
     for item in node.parameters:
         if isinstance(item, dict):
@@ -209,8 +214,9 @@ def _node_parameters(node: Node, context: _Context) -> dict[str, Any]:
                     if isinstance(value, Substitution) else value
         else:
             data = yaml.safe_load(Path(_perform(item, context)).read_text()) or {}
-            for key in ("/**", name, f"/{name}"):
-                values.update((data.get(key) or {}).get("ros__parameters") or {})
+            for key, section in data.items():  # rcl: sections that match, in file order
+                if section_applies(key, full_name):
+                    values.update(section.get("ros__parameters") or {})
     return values
 
 

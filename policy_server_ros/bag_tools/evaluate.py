@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from policy_server_ros.bag_tools.storage import (
     read_messages,
 )
 from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.inputs import InputTopic, assembler_config, input_topics
+from policy_server_ros.inputs import InputTopic, assembler_config, input_topics, resolve_topic
 from policy_server_ros.observation_assembler import AssemblyError, ObservationAssembler
 from policy_server_ros.policies import LoadOptions, load_policy
 from policy_server_ros.ros_conversions import (
@@ -96,11 +96,14 @@ def evaluate(bag: Path, params: Mapping[str, Any], *, action_topic: str,
              max_observations: int = 0, match_tolerance: float | None = None,
              progress: bool = True) -> Evaluation:
     """Run the policy named by `params` on every stride-th observation of `bag` and score it.
-    `match_tolerance` (s) defaults to half the action period."""
+    `match_tolerance` (s) defaults to half the action period. Relative topic names resolve as
+    for the node in the root namespace (`joint_states` is the bag's `/joint_states`)."""
     if stride < 1:
         raise ValueError("stride must be >= 1")
     config = assembler_config(params)
-    specs = input_topics(params)
+    # The bag holds absolute names, as a recorder in the root namespace writes them.
+    specs = [replace(s, topic=resolve_topic(s.topic)) for s in input_topics(params)]
+    action_topic = resolve_topic(action_topic)
     period_ns = round(params["action_period"] * 1e9)
     tolerance_ns = round((match_tolerance if match_tolerance is not None
                           else params["action_period"] / 2) * 1e9)
