@@ -90,7 +90,9 @@ def assembler_config(params: Mapping[str, Any]) -> AssemblerConfig:
 
 # --- the node's parameters without ROS -------------------------------------------------------
 
-def _checked(name: str, value: Any) -> Any:
+def check_param(name: str, value: Any) -> Any:
+    """`value` as node parameter `name` takes it (ints widen to float, None is empty);
+    ParameterError naming the parameter, the value and what is allowed otherwise."""
     spec = BY_NAME.get(name)
     if spec is None:
         raise ParameterError(f"unknown parameter {name!r}; the node's parameters are: "
@@ -155,7 +157,7 @@ def load_params_file(path: Path, node: str = "/policy_server") -> dict[str, Any]
     if not matched:
         raise ParameterError(f"params file {path} has no section for the node {node} (e.g. "
                              f"'/**/policy_server:' with 'ros__parameters:')")
-    return {name: _checked(name, value) for name, value in found.items()}
+    return {name: check_param(name, value) for name, value in found.items()}
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -169,7 +171,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:
             raise ParameterError(f"parameter override {item!r}: {exc}") from exc
-        out[name.strip()] = _checked(name.strip(), value)
+        out[name.strip()] = check_param(name.strip(), value)
     return out
 
 
@@ -181,5 +183,5 @@ def node_params(params_file: Path | None = None, overrides: Iterable[str] = (),
     if params_file is not None:
         params.update(load_params_file(params_file))
     params.update(parse_overrides(overrides))
-    params.update({k: _checked(k, v) for k, v in values.items() if v is not None})
+    params.update({k: check_param(k, v) for k, v in values.items() if v is not None})
     return params

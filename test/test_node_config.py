@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from policy_server_ros.inputs import section_applies
+from policy_server_ros.inputs import ParameterError, section_applies
 from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS, ParamSpec
 
 LAUNCH_FILE = REPO_ROOT / "policy_server_ros" / "launch" / "server.launch.py"
 PACKAGE = "policy_server_ros"
-IMPORTANT = {"model_name_or_path", "dataset_id", "chunk_size", "device", "camera_topics",
-             "joint_state_topic", "joint_names", "required_inputs", "state_inputs", "sync_slop",
-             "max_observation_age", "inference_rate", "socket_bridge_enabled", "socket_port",
-             "action_joint_names"}
+PROCESS_ARGUMENTS = {"params_file", "namespace", "remappings", "log_level", "use_sim_time",
+                     "respawn", "respawn_delay"}
 
 
 def test_server_yaml_lists_every_parameter_with_its_default() -> None:
@@ -151,8 +150,17 @@ class Node:
             raise TypeError(f"Node() got unexpected keyword arguments {sorted(unknown)}")
         if parameters is not None and not isinstance(parameters, list):
             raise TypeError("Node's parameters must be a list of files and dicts")
+        for item in parameters or []:
+            if isinstance(item, dict):
+                for key, value in item.items():
+                    # launch_ros cannot type an empty list: it fails when the node is started.
+                    if isinstance(value, list | tuple) and not value:
+                        raise TypeError(f"parameter {key}: launch_ros cannot pass an empty list")
         self.executable, self.package, self.name = executable, package, name
         self.namespace, self.parameters = namespace, parameters or []
+        self.remappings, self.ros_arguments = remappings, ros_arguments
+        self.respawn = kwargs.get("respawn", False)
+        self.respawn_delay = kwargs.get("respawn_delay")
 
 
 class LaunchDescription:
@@ -276,7 +284,8 @@ def _other_value(spec: ParamSpec) -> tuple[str, Any]:
 
 
 def _defaults() -> dict[str, Any]:
-    return {p.name: p.default for p in NODE_PARAMETERS}
+    # use_sim_time is rclpy's own parameter; the launch file always sets it (default false).
+    return {**{p.name: p.default for p in NODE_PARAMETERS}, "use_sim_time": False}
 
 
 def _differences(got: dict[str, Any], expected: dict[str, Any]) -> list[str]:
@@ -289,20 +298,21 @@ def _differences(got: dict[str, Any], expected: dict[str, Any]) -> list[str]:
 
 
 def _argument_names(launched: _Launched) -> set[str]:
-    return set(launched.arguments) - {"params_file"}
+    return set(launched.arguments) - PROCESS_ARGUMENTS
 
 
 # ---- the launch file -------------------------------------------------------------------------
 
 
-def test_launch_arguments_are_node_parameters_with_descriptions() -> None:
+def test_every_node_parameter_is_a_launch_argument_with_a_description() -> None:
+    # Before: 12 of the node's parameters had no argument, and ros2 launch ignores an
+    # undeclared name:=value silently (the README's camera_qos:=reliable did nothing).
     launched = _launch({})
-    names = _argument_names(launched)
-    assert "params_file" in launched.arguments
-    assert not names - set(BY_NAME), f"not node parameters: {sorted(names - set(BY_NAME))}"
-    assert names >= IMPORTANT, f"missing launch arguments: {sorted(IMPORTANT - names)}"
+    assert _argument_names(launched) == set(BY_NAME)
+    assert set(launched.arguments) >= PROCESS_ARGUMENTS
     for argument in launched.arguments.values():
         assert argument.description, f"launch argument {argument.name} has no description"
+    assert "one of: sensor_data, reliable, latched" in launched.arguments["camera_qos"].description
 
 
 def test_launch_without_arguments_starts_the_installed_node_with_every_default() -> None:
@@ -343,10 +353,53 @@ def test_params_file_argument_and_arguments_overriding_it(tmp_path: Path) -> Non
     params_file.write_text(yaml.safe_dump(
         {"policy_server": {"ros__parameters": {"device": "cpu", "socket_port": 6001}}}))
     for command_line, expected in [
-            ({"params_file": str(params_file)}, {"device": "cpu", "socket_port": 6001}),
+            ({"params_file": str(params_file)},
+             {"device": "cpu", "socket_port": 6001, "use_sim_time": False}),
             ({"params_file": str(params_file), "device": "cuda:1"},
-             {"device": "cuda:1", "socket_port": 6001}),
-            ({"params_file": ""}, {})]:  # no file: the node's own defaults
+             {"device": "cuda:1", "socket_port": 6001, "use_sim_time": False}),
+            ({"params_file": "''"}, {"use_sim_time": False})]:  # no file: node defaults
         _, parameters = _the_node(_launch(command_line))
         assert not _differences(parameters, expected), (command_line,
                                                         _differences(parameters, expected))
+
+
+def test_empty_lists_and_strings_reach_the_node() -> None:
+    # Before: joint_names:="[]" went to launch_ros in a dict, which cannot type an empty list
+    # (TypeError when the node starts); `name:=` alone is refused by ros2 launch, so "''" is
+    # the empty string.
+    _, parameters = _the_node(_launch({"joint_names": "[]", "camera_topics": "[]",
+                                       "ee_pose_topic": "''", "frame_id": '""'}))
+    expected = {**_defaults(), "joint_names": [], "camera_topics": [], "ee_pose_topic": "",
+                "frame_id": ""}
+    assert not _differences(parameters, expected), _differences(parameters, expected)
+
+
+def test_process_arguments_reach_the_node_action() -> None:
+    node, parameters = _the_node(_launch({
+        "namespace": "robot1", "log_level": "debug", "use_sim_time": "true",
+        "respawn": "true", "respawn_delay": "3",
+        "remappings": "{joint_states: /arm/joint_states, ~/action_chunk: /chunks}"}))
+    context = _Context({})
+    assert _perform(node.namespace, context) == "robot1"
+    assert node.remappings == [("joint_states", "/arm/joint_states"),
+                               ("~/action_chunk", "/chunks")]
+    assert node.ros_arguments == ["--log-level", "debug"]
+    assert (node.respawn, node.respawn_delay) == (True, 3.0)
+    assert parameters["use_sim_time"] is True
+    # config/server.yaml's values reach the node in the namespace too.
+    assert parameters["joint_state_topic"] == "joint_states"
+
+
+@pytest.mark.parametrize(("command_line", "message"), [
+    ({"sync_slop": "-1.0"}, r"parameter sync_slop=-1.0 is outside \[0.0, 10.0\]"),
+    ({"camera_qos": "loud"}, r"parameter camera_qos='loud' is not one of"),
+    ({"socket_port": "port"}, r"parameter socket_port must be int, got 'port'"),
+    ({"joint_names": "[a, b"}, r"launch argument joint_names:='\[a, b' is not valid YAML"),
+    ({"use_sim_time": "maybe"}, r"launch argument use_sim_time:='maybe' must be a bool"),
+    ({"remappings": "[a, b]"}, r"remappings:='\[a, b\]' must be a mapping of topic names"),
+    ({"respawn_delay": "-1"}, r"respawn_delay:=-1.0 must be >= 0"),
+])
+def test_a_bad_launch_argument_is_one_line_naming_it(command_line, message) -> None:
+    with pytest.raises(ParameterError, match=message) as caught:
+        _launch(command_line)
+    assert "\n" not in str(caught.value)

@@ -2,10 +2,19 @@
 
     ros2 launch policy_server_ros server.launch.py model_name_or_path:=/path/to/checkpoint \
         camera_topics:="[/cam_high/image_raw, /cam_wrist/image_raw]" device:=cuda:0
+    ros2 launch policy_server_ros server.launch.py --show-args
 
-Parameters come from `params_file` (default: the package's config/server.yaml, which lists every
-parameter with its default); a launch argument given on the command line overrides that file's
-value, and one left out leaves it alone.
+Every node parameter is a launch argument of the same name, generated from the node's
+parameter table (policy_server_ros/node_parameters.py), so none can be missing. Parameters come
+from `params_file` (default: the package's config/server.yaml, which lists every parameter with
+its default); an argument given on the command line overrides that file's value, one left out
+leaves it alone. Values are read as YAML, as `-p name:=value` reads them: an empty list is
+`name:="[]"` and an empty string `name:="''"` (`ros2 launch` rejects `name:=` with nothing after
+it). A value the node would refuse stops the launch with one line naming the parameter.
+
+Besides: `namespace`, `remappings` (a YAML mapping of topic names, e.g.
+"{joint_states: /arm/joint_states}", relative names resolved in the namespace), `log_level`,
+`use_sim_time`, `respawn` and `respawn_delay`.
 """
 
 import yaml
@@ -15,54 +24,64 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-# (name, type, description): each overrides the node parameter of the same name when given.
-ARGUMENTS = [
-    ("model_name_or_path", "str", "checkpoint folder (ILStudio layout), builtin:zero or "
-                                  "builtin:echo"),
-    ("dataset_id", "str", "dataset of normalize.json to use; empty = the first"),
-    ("chunk_size", "int", "actions per chunk; 0 = config.json's chunk_size"),
-    ("device", "str", "cuda, cuda:N or cpu"),
-    ("precision", "str", "fp32, bf16 or fp16"),
-    ("camera_topics", "list", "camera topics in the model's camera order, e.g. [/cam/image_raw]"),
-    ("depth_topics", "list", "depth image topics"),
-    ("joint_state_topic", "str", "sensor_msgs/JointState topic; empty = none"),
-    ("joint_names", "list", "joint order of the state vector"),
-    ("ee_pose_topic", "str", "end-effector geometry_msgs/PoseStamped topic; empty = none"),
-    ("language_topic", "str", "std_msgs/String instruction topic; empty = none"),
-    ("required_inputs", "list", "inputs an observation must have, e.g. [cameras, joints]"),
-    ("state_inputs", "list", "what the state vector concatenates, e.g. [joints] or [joints, ee]"),
-    ("sync_slop", "float", "largest stamp difference (s) within one observation"),
-    ("max_observation_age", "float", "observations older than this (s) are not used"),
-    ("inference_rate", "float", "inference rate in Hz; 0 = every new complete observation"),
-    ("action_joint_names", "list", "joint names of the actions; set to publish JointTrajectory"),
-    ("action_period", "float", "time (s) between consecutive actions"),
-    ("frame_id", "str", "frame_id of the published chunks"),
-    ("socket_bridge_enabled", "bool", "serve the TCP socket protocol too"),
-    ("socket_host", "str", "socket bridge address"),
-    ("socket_port", "int", "socket bridge port"),
+from policy_server_ros.inputs import ParameterError
+from policy_server_ros.launch_arguments import (
+    NOT_GIVEN,
+    argument_description,
+    argument_value,
+    overrides_file,
+)
+from policy_server_ros.node_parameters import NODE_PARAMETERS
+
+NODE_NAME = "policy_server"
+LOG_LEVELS = ["debug", "info", "warn", "error", "fatal"]
+
+# (name, default, description): how the node runs, not what it computes.
+PROCESS_ARGUMENTS = [
+    ("namespace", "", "namespace of the node; relative topic names resolve in it"),
+    ("remappings", "{}", "topic remappings as a YAML mapping, e.g. "
+                         "\"{joint_states: /arm/joint_states, camera/color/image_raw: /cam}\""),
+    ("log_level", "info", "log level of the node (" + ", ".join(LOG_LEVELS) + ")"),
+    ("use_sim_time", "false", "take time from /clock (set for simulators and bag replay)"),
+    ("respawn", "false", "start the node again when it exits"),
+    ("respawn_delay", "2.0", "seconds to wait before respawning"),
 ]
 
 
-def _value(text, kind):
-    """A launch argument's text as the parameter's type (as `-p name:=value` would parse)."""
-    if kind == "str":
-        return text
-    value = yaml.safe_load(text)
-    if kind == "list":
-        return [str(v) for v in (value if isinstance(value, list) else [value])]
-    return {"int": int, "float": float, "bool": bool}[kind](value)
+def _yaml(name, text, kind):
+    """A process argument's text as `kind`; ParameterError naming the argument otherwise."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is dict and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        raise ParameterError(f"launch argument {name}:={text!r} must be a "
+                             f"{'mapping of topic names' if kind is dict else kind.__name__}")
+    return value
 
 
 def _node(context):
-    overrides = {}
-    for name, kind, _ in ARGUMENTS:
-        text = LaunchConfiguration(name).perform(context)
-        if text != "":
-            overrides[name] = _value(text, kind)
-    params_file = LaunchConfiguration("params_file").perform(context)
-    return [Node(package="policy_server_ros", executable="policy_server", name="policy_server",
-                 output="screen", emulate_tty=True,
-                 parameters=[params_file, overrides] if params_file else [overrides])]
+    def text(name):
+        return LaunchConfiguration(name).perform(context)
+
+    values = {spec.name: argument_value(spec.name, text(spec.name))
+              for spec in NODE_PARAMETERS if text(spec.name) != NOT_GIVEN}
+    values["use_sim_time"] = _yaml("use_sim_time", text("use_sim_time"), bool)
+    params_file = text("params_file")
+    parameters = [params_file] if params_file not in ("", "''", '""') else []
+    parameters.append(str(overrides_file(values, NODE_NAME)))
+    respawn_delay = _yaml("respawn_delay", text("respawn_delay"), float)
+    if respawn_delay < 0:
+        raise ParameterError(f"launch argument respawn_delay:={respawn_delay} must be >= 0")
+    return [Node(package="policy_server_ros", executable="policy_server", name=NODE_NAME,
+                 namespace=text("namespace"), output="screen", emulate_tty=True,
+                 parameters=parameters,
+                 remappings=list(_yaml("remappings", text("remappings"), dict).items()),
+                 ros_arguments=["--log-level", text("log_level")],
+                 respawn=_yaml("respawn", text("respawn"), bool), respawn_delay=respawn_delay)]
 
 
 def generate_launch_description():
@@ -70,8 +89,11 @@ def generate_launch_description():
         "params_file",
         default_value=PathJoinSubstitution([FindPackageShare("policy_server_ros"), "config",
                                             "server.yaml"]),
-        description="YAML file with policy_server parameters; empty = node defaults only")]
-    arguments += [DeclareLaunchArgument(name, default_value="",
-                                        description=f"{description} (empty: from params_file)")
-                  for name, _, description in ARGUMENTS]
+        description="YAML file with policy_server parameters; \"''\" = node defaults only")]
+    arguments += [DeclareLaunchArgument(name, default_value=default, description=description,
+                                        **({"choices": LOG_LEVELS} if name == "log_level" else {}))
+                  for name, default, description in PROCESS_ARGUMENTS]
+    arguments += [DeclareLaunchArgument(spec.name, default_value=NOT_GIVEN,
+                                        description=argument_description(spec))
+                  for spec in NODE_PARAMETERS]
     return LaunchDescription([*arguments, OpaqueFunction(function=_node)])
