@@ -40,17 +40,35 @@ def action_chunk(actions: np.ndarray, spec: ActionSpec, stamp_ns: int, *, frame_
 
 
 def joint_trajectory(actions: np.ndarray, joint_names: Sequence[str], stamp_ns: int, *,
-                     frame_id: str, period_s: float) -> JointTrajectory:
-    """(T, A) absolute joint targets -> JointTrajectory; point i at i * period from the stamp."""
+                     frame_id: str, period_s: float, time_offset_s: float = 0.0
+                     ) -> JointTrajectory:
+    """(T, A) absolute joint targets -> JointTrajectory; point i at offset + i * period from
+    the stamp (a zero stamp means "from when the controller receives it")."""
     msg = JointTrajectory()
     msg.header.stamp = stamp_msg(stamp_ns)
     msg.header.frame_id = frame_id
     msg.joint_names = list(joint_names)
     rows = np.ascontiguousarray(actions, np.float64)
     msg.points = [JointTrajectoryPoint(positions=array.array("d", row.tobytes()),
-                                       time_from_start=duration_msg(i * period_s))
+                                       time_from_start=duration_msg(time_offset_s + i * period_s))
                   for i, row in enumerate(rows)]
     return msg
+
+
+def trajectory_stamp_ns(mode: str, observation_ns: int, now_ns: int) -> int:
+    """The JointTrajectory's header stamp for `trajectory_stamp` = mode."""
+    return {"observation": observation_ns, "now": now_ns, "zero": 0}[mode]
+
+
+def overdue_s(msg: JointTrajectory, now_ns: int) -> float:
+    """How long before `now_ns` the trajectory ended (its stamp plus the last point's
+    time_from_start); 0 when it has not ended or has a zero stamp ("start on receipt"). A
+    joint_trajectory_controller rejects a trajectory that is overdue."""
+    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    if stamp == 0 or not msg.points:
+        return 0.0
+    last = msg.points[-1].time_from_start
+    return max(0.0, (now_ns - stamp - last.sec * 1_000_000_000 - last.nanosec) / 1e9)
 
 
 def chunk_to_array(msg: ActionChunk) -> np.ndarray:

@@ -40,7 +40,12 @@ from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from policy_server_ros.action_messages import action_chunk, joint_trajectory
+from policy_server_ros.action_messages import (
+    action_chunk,
+    joint_trajectory,
+    overdue_s,
+    trajectory_stamp_ns,
+)
 from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
@@ -113,6 +118,7 @@ class _Stats:
         self.non_finite = 0
         self.failures = 0
         self.trajectories_refused = 0
+        self.trajectories_past = 0  # published with an end already past
 
 
 class PolicyServerNode(Node):
@@ -336,12 +342,30 @@ class PolicyServerNode(Node):
                 f"joint trajectory; not published on {p['trajectory_topic']}",
                 throttle_duration_sec=WARN_PERIOD_S)
         elif self.trajectory_pub is not None:
-            self.trajectory_pub.publish(joint_trajectory(
-                actions, p["action_joint_names"], assembled.stamp_ns, frame_id=p["frame_id"],
-                period_s=p["action_period"]))
+            self._publish_trajectory(actions, assembled.stamp_ns)
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latency_ms.append((self._now_ns() - assembled.stamp_ns) / 1e6)
+
+    def _publish_trajectory(self, actions: np.ndarray, observation_ns: int) -> None:
+        p, now = self.params, self._now_ns()
+        msg = joint_trajectory(
+            actions, p["action_joint_names"],
+            trajectory_stamp_ns(p["trajectory_stamp"], observation_ns, now),
+            frame_id=p["frame_id"], period_s=p["action_period"],
+            time_offset_s=p["trajectory_time_offset"])
+        overdue = overdue_s(msg, now)
+        if overdue > 0:
+            # Published all the same (another consumer may use it); the count and the warning
+            # say why a joint_trajectory_controller does not move.
+            with self.stats.lock:
+                self.stats.trajectories_past += 1
+            self.get_logger().warning(
+                f"a JointTrajectory on {p['trajectory_topic']} ended {overdue:.3f} s before it "
+                f"was published (trajectory_stamp {p['trajectory_stamp']}); a "
+                f"joint_trajectory_controller rejects it: use trajectory_stamp now or zero, or "
+                f"check the camera and controller clocks", throttle_duration_sec=WARN_PERIOD_S)
+        self.trajectory_pub.publish(msg)
 
     # --- diagnostics --------------------------------------------------------------------------
 
@@ -376,6 +400,7 @@ class PolicyServerNode(Node):
                         "non-finite chunks not published": self.stats.non_finite,
                         "inference failures": self.stats.failures,
                         "trajectories refused (not joint/abs)": self.stats.trajectories_refused,
+                        "trajectories ending in the past": self.stats.trajectories_past,
                         "socket bridge clients": self.bridge_supervisor.client_count,
                         "socket bridge restarts": self.bridge_supervisor.restarts}
         for label, series in (("latency stamp->publish", latency), ("model time", model)):

@@ -92,6 +92,14 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("action_joint_names", [],
        "joint names of the action dimensions; when set, JointTrajectory is published too",
        kind=list),
+    _p("trajectory_stamp", "observation",
+       "header.stamp of the JointTrajectory: observation (the observation's time: a "
+       "joint_trajectory_controller skips the steps inference took, but rejects a trajectory "
+       "that already ended), now (when published) or zero (the controller starts it on "
+       "receipt)", choices=("observation", "now", "zero")),
+    _p("trajectory_time_offset", 0.0,
+       "time_from_start (s) of the JointTrajectory's first point; point i at offset + i * "
+       "action_period", min=0.0, max=10.0),
     _p("frame_id", "base_link", "header.frame_id of the published chunks"),
     _p("action_period", 0.02, "time (s) between consecutive actions of a chunk (ALOHA: 50 Hz)",
        min=1e-4, max=10.0),

@@ -9,6 +9,7 @@ import socket
 import threading
 
 import numpy as np
+import pytest
 from conftest import wait_until
 from ros_harness import JOINTS, in_process_node
 
@@ -93,3 +94,30 @@ def test_diagnostics_count_the_socket_bridges_clients() -> None:
             assert _diagnostics(node)["socket bridge clients"] == "1"
         assert wait_until(lambda: _diagnostics(node)["socket bridge clients"] == "0", 10)
 
+
+
+@pytest.mark.parametrize("mode", ["observation", "now", "zero"])
+def test_trajectory_stamp_modes_and_a_trajectory_that_already_ended(mode: str) -> None:
+    # A joint_trajectory_controller rejects a trajectory whose stamp + last time_from_start is
+    # before now. Before: always stamped with the observation, point 0 at 0 s, no warning.
+    with in_process_node(model_name_or_path="builtin:echo", socket_bridge_enabled=False,
+                         action_joint_names=JOINTS, chunk_size=5, action_period=0.02,
+                         trajectory_stamp=mode, trajectory_time_offset=0.1) as (node, _):
+        trajectories = _record_publishes(node.trajectory_pub)
+        observed = node.get_clock().now().nanoseconds - 2_000_000_000  # 2 s of latency
+        node._dispatch(Assembled(MetaObs(state=np.zeros(14)), observed))
+        assert wait_until(lambda: len(trajectories) == 1, 10)
+        published = node.get_clock().now().nanoseconds
+        msg = trajectories[0]
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        offsets = [p.time_from_start.sec + p.time_from_start.nanosec / 1e9 for p in msg.points]
+        np.testing.assert_allclose(offsets, [0.1, 0.12, 0.14, 0.16, 0.18])
+        if mode == "observation":
+            assert stamp == observed
+        elif mode == "now":
+            assert observed + 1_900_000_000 < stamp <= published
+        else:
+            assert stamp == 0
+        # Only the observation stamp makes this one end (at +0.18 s) before it was published.
+        assert _diagnostics(node)["trajectories ending in the past"] == \
+            ("1" if mode == "observation" else "0")
