@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.base import MetaObs
 from policy_server_ros.observation import ARRAY_FIELDS, as_batch, batch_size_of
 from policy_server_ros.policies.base import Policy, PolicyOutput
+from socket_bridge.wire_types import MetaObs
 
 log = logging.getLogger("policy_server_ros.engine")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.base import MetaObs
+from socket_bridge.wire_types import MetaObs
 
 ARRAY_FIELDS = ("state", "state_ee", "state_joint", "state_obj", "image", "depth", "pc")
 # Number of dimensions of each array field in an unbatched observation.

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.base import MetaObs
+from socket_bridge.wire_types import MetaObs
 
 STATE_PARTS = ("joints", "ee")
 TIMED_KINDS = ("cameras", "depth", "joints", "ee", "pointcloud")

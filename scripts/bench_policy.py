@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench_harness import server_argv, start_process, write_result  # noqa: E402
 
-from benchmark.base import MetaObs  # noqa: E402
 from policy_server_ros.engine import InferenceEngine  # noqa: E402
 from policy_server_ros.example_checkpoint import ensure_example_checkpoint  # noqa: E402
 from policy_server_ros.policies import LoadOptions, load_policy  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
+from socket_bridge.wire_types import MetaObs  # noqa: E402
 
 MODES = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
          "compiled": {"precision": "fp32", "compile": True}}

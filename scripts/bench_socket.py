@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench_harness import server_argv, start_process, write_result  # noqa: E402
 
-from benchmark.base import MetaObs  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
 from socket_bridge.framing import read_frame, write_frame  # noqa: E402
 from socket_bridge.portable_pickle import dumps  # noqa: E402
+from socket_bridge.wire_types import MetaObs  # noqa: E402
 
 
 def serve_echo() -> None:

@@ -15,11 +15,11 @@ import socket
 import time
 from typing import Any
 
-from benchmark.base import MetaObs
 from socket_bridge import auth
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, read_frame, write_frame
 from socket_bridge.portable_pickle import dump_chunks
 from socket_bridge.protocol import decode_reply
+from socket_bridge.wire_types import MetaObs
 
 log = logging.getLogger("policy_server_ros.client")
 

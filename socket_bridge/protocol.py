@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.base import MetaAction, MetaObs
 from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge.portable_pickle import dumps
 from socket_bridge.safe_unpickle import safe_loads
+from socket_bridge.wire_types import MetaAction, MetaObs, protocol_class
 
 __all__ = ["EMPTY_REPLY", "ProtocolError", "decode_reply", "decode_request", "reply_from_output"]
 
@@ -40,7 +40,8 @@ def reply_from_output(output: PolicyOutput) -> list[Any]:
     spec = output.spec
     actions = output.actions
     if not output.batched:
-        return [MetaAction(ctrl_space=spec.ctrl_space, ctrl_type=spec.ctrl_type,
+        action_class = protocol_class(MetaAction)
+        return [action_class(ctrl_space=spec.ctrl_space, ctrl_type=spec.ctrl_type,
                            action=step, gripper_continuous=spec.gripper_continuous)
                 for step in actions[0]]
     batch_size = actions.shape[0]

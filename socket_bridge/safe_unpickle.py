@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from benchmark.base import MetaAction, MetaObs
+from socket_bridge.wire_types import MetaAction, MetaObs
 
 __all__ = ["DecodeBudgetExceeded", "UnsafePickleError", "decode_budget", "safe_loads"]
 

@@ -20,7 +20,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from benchmark.base import MetaObs
 from policy_server_ros.engine import EngineBusy, EngineClosed
 from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge import auth
@@ -37,6 +36,7 @@ from socket_bridge.framing import (
 from socket_bridge.protocol import EMPTY_REPLY, ProtocolError, decode_request
 from socket_bridge.reply_encoder import ReplyEncoder
 from socket_bridge.safe_unpickle import UnsafePickleError
+from socket_bridge.wire_types import MetaObs
 
 log = logging.getLogger("policy_server_ros.socket_server")
 

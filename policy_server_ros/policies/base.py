@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.base import MetaObs
 from policy_server_ros.normalization import DEFAULT_MIN_STD
+from socket_bridge.wire_types import MetaObs
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

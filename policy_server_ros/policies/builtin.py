@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.base import MetaObs
 from policy_server_ros.observation import ObservationError, batch_size_of
 from policy_server_ros.policies.base import ActionSpec, Policy
+from socket_bridge.wire_types import MetaObs
 
 DEFAULT_CHUNK = 100  # ACT's chunk for ALOHA
 DEFAULT_ACTION_DIM = 14  # bimanual ALOHA: 2 x (6 joints + gripper)

@@ -13,13 +13,13 @@ import re
 import numpy as np
 import torch
 
-from benchmark.base import MetaObs
 from policy_server_ros.checkpoint import Checkpoint, DatasetNorm, load_dataset_norm
 from policy_server_ros.observation import ObservationError
 from policy_server_ros.policies.act.config import ACTConfig
 from policy_server_ros.policies.act.model import DETRVAE
 from policy_server_ros.policies.base import ActionSpec, LoadOptions, Policy
 from policy_server_ros.policies.torch_runtime import autocast, load_weights_strict, resolve_device
+from socket_bridge.wire_types import MetaObs
 
 log = logging.getLogger("policy_server_ros.policies.act")
 
