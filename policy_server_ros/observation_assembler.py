@@ -9,15 +9,16 @@ What makes a new observation: every set is built around one message of the pivot
 slowest required input (longest median interval between its stamps; cameras first on a tie,
 so jitter between equal rates does not flip it), matched with the nearest message of each
 other required input. Each required message is in at most one observation (the rule of ROS
-message_filters' ApproximateTime), so the pivot sets the rate, and the newest complete set wins.
+message_filters' ApproximateTime), so the pivot sets the rate.
 
 A set is decided only once every other required input has a message stamped at or after the
 pivot's: until then a nearer message may still be on its way, and which one arrives first
-across topics (executor order, transport) must not change the observation. Given messages in
-stamp order per input, the observations are the same whatever the order across inputs, as
-long as no input lags a whole pivot period behind (then the newer pivot message wins). The
-wait costs nothing when the other inputs arrive no later than the pivot's message; otherwise
-it is at most one interval of the input waited for.
+across topics (executor order, transport) must not change the observation. The newest decided
+complete set wins (older unused ones are skipped). Given messages in stamp order per input,
+the observations are the same whatever the order across inputs: a pivot message is decided by
+the first message of another input at or after it, before any later one can be. The wait costs
+nothing when the other inputs arrive no later than the pivot's message; otherwise it is at most
+one interval of the input waited for.
 
 A set older than `max_age` never runs; it is used up all the same and counted once in
 `stale_skipped`, so that count is the number of observations staleness cost, however often
@@ -178,7 +179,7 @@ class ObservationAssembler:
         return [n for n in names if n == "language" or not self.inputs[n].buffer]
 
     def assemble(self, now_ns: int) -> Assembled | None:
-        """The newest complete set of required messages no earlier set used, as an
+        """The newest decided complete set of required messages no earlier set used, as an
         observation; None if there is none, or if it is older than max_age (then it counts
         once in `stale_skipped`).
 
@@ -222,7 +223,7 @@ class ObservationAssembler:
             if stamp <= used[pivot]:
                 return None  # this and older ones were used, or lost to a newer set
             if any(inputs[name].buffer[-1][0] < stamp for name in others):
-                return None  # undecided: a nearer message may still arrive; newest wins
+                continue  # undecided: a nearer message may still arrive; an older one may not
             chosen = {pivot: (stamp, value)}
             for name in others:
                 match = _nearest(inputs[name].buffer, stamp, after=used[name])
