@@ -6,6 +6,8 @@ cannot drift, and hands what the user gave to `overrides_file`. No launch or rcl
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from policy_server_ros.inputs import ParameterError, check_param
+from policy_server_ros.inputs import ParameterError, check_param, section_applies
 from policy_server_ros.node_parameters import BY_NAME, ParamSpec
 
 # A launch argument with this text was not given: the params file's value (or the default)
@@ -46,13 +48,34 @@ def argument_value(name: str, text: str) -> Any:
     return check_param(name, value)
 
 
-def overrides_file(values: Mapping[str, Any], node_name: str = "policy_server",
-                   directory: Path | None = None) -> Path:
-    """A params file holding `values` for the node in any namespace. The launch file passes
-    this instead of a dict because launch_ros cannot pass an empty list (it has no element
-    type; launch_ros raises TypeError), while the node reads `[]` from a file as empty."""
-    with tempfile.NamedTemporaryFile("w", prefix=f"{node_name}_launch_", suffix=".yaml",
-                                     dir=directory, delete=False) as out:
-        yaml.safe_dump({f"/**/{node_name}": {"ros__parameters": dict(values)}}, out,
-                       default_flow_style=False, sort_keys=False)
-    return Path(out.name)
+def node_params_file(params_file: str | None, values: Mapping[str, Any], node: str,
+                     directory: Path | None = None) -> Path:
+    """One params file for the node with fully qualified name `node`: the sections of
+    `params_file` that apply to it (rcl's rules, in file order), then `values` on top.
+
+    One file, not `params_file` plus a second one: rcl does not let `x: []` in a later file
+    override `x: [a]` in an earlier one (measured with Kilted), so `name:="[]"` would be lost;
+    and not a dict, because launch_ros cannot pass an empty list at all (it has no element type).
+    From a file alone, the node reads `[]` as empty. The file is named by its content under
+    <tmp>/policy_server_launch, so repeated launches reuse it instead of piling files up."""
+    merged: dict[str, Any] = {}
+    if params_file:
+        try:
+            data = yaml.safe_load(Path(params_file).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ParameterError(f"cannot read params_file {params_file}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+        for key, section in (data or {}).items() if isinstance(data, dict) else ():
+            if isinstance(key, str) and isinstance(section, dict) and section_applies(key, node):
+                merged.update(section.get("ros__parameters") or {})
+    merged.update(values)
+    text = yaml.safe_dump({"/**/" + node.rsplit("/", 1)[-1]: {"ros__parameters": merged}},
+                          default_flow_style=False, sort_keys=False)
+    folder = (directory or Path(tempfile.gettempdir())) / "policy_server_launch"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(path)  # atomic: a concurrent launch never reads half a file
+    return path

@@ -13,6 +13,7 @@ engine; bridge_supervisor restarts it off the executor if it dies.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
@@ -438,6 +439,13 @@ def _absolute_joint_targets(spec: ActionSpec) -> bool:
     return spec.ctrl_space == "joint" and spec.ctrl_type == "abs"
 
 
+def _ignore_interrupts() -> None:
+    """For the bounded shutdown: a further Ctrl+C must not cut it short with a traceback (in a
+    terminal the node gets the SIGINT, then ros2 launch sends its own)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
@@ -448,6 +456,7 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl+C while the model loads
+        _ignore_interrupts()
         rclpy.logging.get_logger("policy_server").info("interrupted while starting; exiting")
         rclpy.try_shutdown()
         return 0
@@ -461,6 +470,7 @@ def main(args: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_interrupts()
         # Through Python logging, which falls back to stderr once the ROS context is gone.
         log.info("shutting down: socket bridge, engine, node")
         node.close()

@@ -8,7 +8,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,16 +155,18 @@ class SyntheticRobot:
 
 
 @contextlib.contextmanager
-def in_process_node(**params: Any) -> Iterator[tuple[Any, Any]]:
-    """A PolicyServerNode in this process with these parameter overrides, spun by a
-    SingleThreadedExecutor on a thread named 'executor' (as main() spins it), on a domain of its
-    own; yields (node, context). Tests that need the node's internals use it."""
+def in_process_node(ros_args: Sequence[str] = (), **params: Any) -> Iterator[tuple[Any, Any]]:
+    """A PolicyServerNode in this process with these parameter overrides (and `--ros-args`
+    `ros_args`, e.g. params files), spun by a SingleThreadedExecutor on a thread named
+    'executor' (as main() spins it), on a domain of its own; yields (node, context). Tests that
+    need the node's internals use it."""
     from rclpy.parameter import Parameter
 
     from policy_server_ros.node import PolicyServerNode
 
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=next_domain())
+    rclpy.init(context=context, domain_id=next_domain(),
+               args=["--ros-args", *ros_args] if ros_args else None)
     node = PolicyServerNode(context=context, parameter_overrides=[
         Parameter(name, value=value) for name, value in params.items()])
     executor = rclpy.executors.SingleThreadedExecutor(context=context)

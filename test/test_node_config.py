@@ -224,7 +224,11 @@ def _node_parameters(node: Node, context: _Context) -> dict[str, Any]:
             data = yaml.safe_load(Path(_perform(item, context)).read_text()) or {}
             for key, section in data.items():  # rcl: sections that match, in file order
                 if section_applies(key, full_name):
-                    values.update(section.get("ros__parameters") or {})
+                    for name, value in (section.get("ros__parameters") or {}).items():
+                        # rcl (Kilted): an empty list in a later file does not replace a
+                        # value an earlier file gave (test_node_in_process checks this).
+                        if value != [] or name not in values:
+                            values[name] = value
     return values
 
 
@@ -367,6 +371,8 @@ def test_empty_lists_and_strings_reach_the_node() -> None:
     # Before: joint_names:="[]" went to launch_ros in a dict, which cannot type an empty list
     # (TypeError when the node starts); `name:=` alone is refused by ros2 launch, so "''" is
     # the empty string.
+    # camera_topics and required_inputs are not empty in the default params_file: before, the
+    # launch passed that file and a second one, and rcl kept the first file's lists.
     _, parameters = _the_node(_launch({"joint_names": "[]", "camera_topics": "[]",
                                        "ee_pose_topic": "''", "frame_id": '""'}))
     expected = {**_defaults(), "joint_names": [], "camera_topics": [], "ee_pose_topic": "",
@@ -403,3 +409,14 @@ def test_a_bad_launch_argument_is_one_line_naming_it(command_line, message) -> N
     with pytest.raises(ParameterError, match=message) as caught:
         _launch(command_line)
     assert "\n" not in str(caught.value)
+
+
+def test_the_launch_leaves_one_params_file_per_distinct_launch(tmp_path: Path) -> None:
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / "policy_server_launch"
+    node, _ = _the_node(_launch({"frame_id": "one_file_test"}))
+    (path,) = node.parameters
+    assert Path(path).parent == folder
+    again, _ = _the_node(_launch({"frame_id": "one_file_test"}))
+    assert again.parameters == [path]  # the same launch reuses its file

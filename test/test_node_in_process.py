@@ -10,8 +10,9 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import wait_until
-from ros_harness import JOINTS, in_process_node
+import rclpy
+from conftest import REPO_ROOT, wait_until
+from ros_harness import JOINTS, in_process_node, next_domain
 
 from benchmark.base import MetaObs
 from policy_server_ros.observation_assembler import Assembled
@@ -121,3 +122,32 @@ def test_trajectory_stamp_modes_and_a_trajectory_that_already_ended(mode: str) -
         # Only the observation stamp makes this one end (at +0.18 s) before it was published.
         assert _diagnostics(node)["trajectories ending in the past"] == \
             ("1" if mode == "observation" else "0")
+
+
+def test_an_empty_list_reaches_the_node_from_the_launch_file_s_params_file(tmp_path) -> None:
+    # rcl (Kilted) does not let `x: []` in a later params file replace `x: [a]` from an earlier
+    # one (this is why the launch file writes one merged file); from one file the node reads
+    # the empty list as empty.
+    from rclpy.node import Node as RclpyNode
+
+    from policy_server_ros.launch_arguments import node_params_file
+
+    earlier, later = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    earlier.write_text("/**:\n  ros__parameters: {names: [a]}\n")
+    later.write_text("/**:\n  ros__parameters: {names: []}\n")
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=next_domain(), args=[
+        "--ros-args", "--params-file", str(earlier), "--params-file", str(later)])
+    try:
+        probe = RclpyNode("probe", context=context)
+        assert probe.declare_parameter("names", ["default"]).value == ["a"]
+        probe.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+    merged = node_params_file(str(REPO_ROOT / "config" / "server.yaml"), {
+        "model_name_or_path": "builtin:zero", "socket_bridge_enabled": False,
+        "camera_topics": [], "required_inputs": ["joints"]}, "/policy_server", tmp_path)
+    with in_process_node(ros_args=["--params-file", str(merged)]) as (node, _):
+        assert node.params["camera_topics"] == [] and node.params["required_inputs"] == ["joints"]
+        assert "camera/0" not in node.topics

@@ -29,7 +29,7 @@ from policy_server_ros.launch_arguments import (
     NOT_GIVEN,
     argument_description,
     argument_value,
-    overrides_file,
+    node_params_file,
 )
 from policy_server_ros.node_parameters import NODE_PARAMETERS
 
@@ -71,13 +71,15 @@ def _node(context):
               for spec in NODE_PARAMETERS if text(spec.name) != NOT_GIVEN}
     values["use_sim_time"] = _yaml("use_sim_time", text("use_sim_time"), bool)
     params_file = text("params_file")
-    parameters = [params_file] if params_file not in ("", "''", '""') else []
-    parameters.append(str(overrides_file(values, NODE_NAME)))
+    namespace = text("namespace").strip("/")
+    node = f"/{namespace}/{NODE_NAME}" if namespace else f"/{NODE_NAME}"
+    parameters = [str(node_params_file(
+        params_file if params_file not in ("", "''", '""') else None, values, node))]
     respawn_delay = _yaml("respawn_delay", text("respawn_delay"), float)
     if respawn_delay < 0:
         raise ParameterError(f"launch argument respawn_delay:={respawn_delay} must be >= 0")
     return [Node(package="policy_server_ros", executable="policy_server", name=NODE_NAME,
-                 namespace=text("namespace"), output="screen", emulate_tty=True,
+                 namespace=namespace, output="screen", emulate_tty=True,
                  parameters=parameters,
                  remappings=list(_yaml("remappings", text("remappings"), dict).items()),
                  ros_arguments=["--log-level", text("log_level")],
