@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS
+from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS, TOPIC_PATTERN, ParamSpec
 from policy_server_ros.observation_assembler import AssemblerConfig
 from policy_server_ros.ros_conversions import (
     JointOrder,
@@ -100,9 +100,12 @@ def check_param(name: str, value: Any) -> Any:
     if spec.is_list:
         if value is None:
             value = []
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):
             raise ParameterError(f"parameter {name} must be a list, got {value!r}")
-        return [str(v) for v in value]
+        value = [str(v) for v in value]
+        for item in value:
+            _check_text(spec, item, value)
+        return value
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if spec.kind is str and value is None:
@@ -113,7 +116,19 @@ def check_param(name: str, value: Any) -> Any:
         raise ParameterError(f"parameter {name}={value!r} is not one of {list(spec.choices)}")
     if spec.min is not None and not spec.min <= value <= spec.max:
         raise ParameterError(f"parameter {name}={value!r} is outside [{spec.min}, {spec.max}]")
+    if spec.kind is str and value:
+        _check_text(spec, value, value)
     return value
+
+
+def _check_text(spec: ParamSpec, item: str, value: Any) -> None:
+    """A text value, or one item of a list value: its pattern, or a ROS topic name."""
+    if spec.topic and not re.fullmatch(TOPIC_PATTERN, item):
+        raise ParameterError(f"parameter {spec.name}={value!r}: {item!r} is not a valid ROS "
+                             f"topic name (letters, digits and _ in /-separated tokens, none "
+                             f"starting with a digit)")
+    if spec.pattern and not re.fullmatch(spec.pattern, item):
+        raise ParameterError(f"parameter {spec.name}={value!r} must be {spec.allowed}")
 
 
 def resolve_topic(name: str, namespace: str = "/", node_name: str = "policy_server") -> str:

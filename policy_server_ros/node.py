@@ -26,10 +26,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -50,9 +48,8 @@ from policy_server_ros.action_messages import (
 from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
-from policy_server_ros.inputs import InputTopic, assembler_config, input_topics
+from policy_server_ros.inputs import InputTopic, ParameterError, assembler_config, input_topics
 from policy_server_ros.msg import ActionChunk
-from policy_server_ros.node_parameters import NODE_PARAMETERS, ParamSpec
 from policy_server_ros.normalization import NormalizationError
 from policy_server_ros.observation_assembler import (
     Assembled,
@@ -65,6 +62,7 @@ from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from policy_server_ros.ros_conversions import ConversionError, stamp_ns
 from policy_server_ros.ros_handoff import ExecutorHandoff
 from policy_server_ros.ros_logging import forward_to_ros, stop_forwarding
+from policy_server_ros.ros_parameters import declare_parameters
 from socket_bridge import auth
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
@@ -95,18 +93,6 @@ class StartupError(RuntimeError):
     """The node cannot start with these parameters; the message says what to change."""
 
 
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    extra = f" (one of: {', '.join(spec.choices)})" if spec.choices else ""
-    descriptor = ParameterDescriptor(description=spec.description + extra, read_only=True)
-    if spec.kind is int and spec.min is not None:
-        descriptor.integer_range = [IntegerRange(from_value=int(spec.min),
-                                                 to_value=int(spec.max), step=0)]
-    elif spec.kind is float and spec.min is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=spec.min,
-                                                              to_value=spec.max, step=0.0)]
-    return descriptor
-
-
 class _Stats:
     """Rolling numbers for /diagnostics; written from several threads under one lock."""
 
@@ -125,9 +111,9 @@ class _Stats:
 class PolicyServerNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("policy_server", **node_kwargs)
+        self.params = self._declare_parameters()
         # The engine's, the bridge's and the loaders' Python logging: to /rosout as well.
         self._log_handler = forward_to_ros(self.get_logger(), self.context)
-        self.params = self._declare_parameters()
         p = self.params
         self.assembler = ObservationAssembler(self._assembler_config())
         self.stats = _Stats()
@@ -202,18 +188,10 @@ class PolicyServerNode(Node):
         self.context.try_shutdown()
 
     def _declare_parameters(self) -> dict[str, Any]:
-        values = {}
-        for spec in NODE_PARAMETERS:
-            default = Parameter.Type.STRING_ARRAY if spec.is_list and not spec.default else \
-                spec.default
-            value = self.declare_parameter(spec.name, default, _descriptor(spec)).value
-            if spec.is_list:
-                value = list(value or [])
-            if spec.choices and value not in spec.choices:
-                raise StartupError(f"parameter {spec.name}={value!r} is not one of "
-                                   f"{list(spec.choices)}")
-            values[spec.name] = value
-        return values
+        try:
+            return declare_parameters(self)
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
 
     def _assembler_config(self) -> AssemblerConfig:
         try:

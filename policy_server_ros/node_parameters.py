@@ -23,6 +23,11 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     # Python type of the value; needed for empty lists, whose element type cannot be inferred.
     kind: type = str
+    # Text values (or list items) must fullmatch `pattern`; `allowed` says so in words.
+    pattern: str = ""
+    allowed: str = ""
+    # A ROS topic name (or a list of them); "" (none) is allowed for a single topic.
+    topic: bool = False
 
     @property
     def is_list(self) -> bool:
@@ -35,6 +40,10 @@ def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
 
 
 QOS_CHOICES = ("sensor_data", "reliable", "latched")
+DEVICE = {"pattern": r"cpu|cuda(:\d+)?", "allowed": "cpu, cuda or cuda:N"}
+# A ROS 2 topic name: tokens of letters, digits and _ (not starting with a digit) joined by /,
+# absolute (/), relative, or private (~/); `ros2 topic` and rcl refuse anything else.
+TOPIC_PATTERN = r"(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*|~"
 
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # The policy.
@@ -45,7 +54,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("dataset_id", "", "dataset of normalize.json to use; empty = the first"),
     _p("chunk_size", 0, "actions per chunk; 0 = config.json's chunk_size (else the whole chunk)",
        min=0, max=100000),
-    _p("device", "cuda", "cuda, cuda:N or cpu; cuda without a GPU falls back to the CPU"),
+    _p("device", "cuda", "cuda, cuda:N or cpu; cuda without a GPU falls back to the CPU",
+       **DEVICE),
     _p("precision", "fp32", "autocast precision", choices=("fp32", "bf16", "fp16")),
     _p("compile", False, "torch.compile the model (slow start)"),
     _p("min_std", 1e-6, "zscore's smallest std (0.01 for checkpoints trained before Nov 2025)",
@@ -56,15 +66,20 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # Input topic defaults are relative, so they follow the node's namespace (robot1/...).
     _p("camera_topics", ["camera/color/image_raw"],
        "one sensor_msgs/Image topic per model camera, in the model's camera order; a topic "
-       "ending in /compressed is read as sensor_msgs/CompressedImage (jpeg or png)", kind=list),
+       "ending in /compressed is read as sensor_msgs/CompressedImage (jpeg or png)", kind=list,
+       topic=True),
     _p("depth_topics", [], "depth sensor_msgs/Image topics (16UC1 mm or 32FC1 m), one per "
-       "depth camera", kind=list),
-    _p("joint_state_topic", "joint_states", "sensor_msgs/JointState topic; empty = none"),
+       "depth camera", kind=list, topic=True),
+    _p("joint_state_topic", "joint_states", "sensor_msgs/JointState topic; empty = none",
+       topic=True),
     _p("joint_names", [], "joint order of the state vector; empty = the message's own order",
        kind=list),
-    _p("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose topic; empty = none"),
-    _p("pointcloud_topic", "", "sensor_msgs/PointCloud2 topic (float32 x, y, z); empty = none"),
-    _p("language_topic", "", "std_msgs/String instruction topic (latched); empty = none"),
+    _p("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose topic; empty = none",
+       topic=True),
+    _p("pointcloud_topic", "", "sensor_msgs/PointCloud2 topic (float32 x, y, z); empty = none",
+       topic=True),
+    _p("language_topic", "", "std_msgs/String instruction topic (latched); empty = none",
+       topic=True),
     _p("required_inputs", ["cameras", "joints"],
        "inputs an observation must have: cameras, depth, joints, ee, pointcloud, language",
        kind=list),
@@ -86,9 +101,10 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        "published before the node started, but matches only latched publishers",
        choices=QOS_CHOICES),
     # Outputs.
-    _p("action_topic", "~/action_chunk", "policy_server_ros/ActionChunk output topic"),
+    _p("action_topic", "~/action_chunk", "policy_server_ros/ActionChunk output topic", topic=True),
     _p("trajectory_topic", "~/joint_trajectory",
-       "trajectory_msgs/JointTrajectory output topic (published when action_joint_names is set)"),
+       "trajectory_msgs/JointTrajectory output topic (published when action_joint_names is set)",
+       topic=True),
     _p("action_joint_names", [],
        "joint names of the action dimensions; when set, JointTrajectory is published too",
        kind=list),

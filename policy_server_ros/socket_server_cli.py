@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ import yaml
 
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.engine import InferenceEngine
+from policy_server_ros.node_parameters import DEVICE
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.base import PRECISIONS
@@ -35,12 +37,41 @@ log = logging.getLogger("policy_server_ros.cli")
 DEFAULT_MODEL = str(EXAMPLE_CHECKPOINT)
 
 
-def _image_size(text: str) -> tuple[int, int]:
-    height, _, width = text.partition("x")
-    size = (int(height), int(width))
-    if min(size) < 1:
-        raise ValueError(text)
+def _number(kind: type, low: float, high: float, *, low_open: bool = False) -> Any:
+    """An argparse type: `kind` in [low, high] ((low, high] with low_open); a one-line error
+    naming the range otherwise (NaN fails every comparison, so it is refused too)."""
+    what = "an integer" if kind is int else "a number"
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]" if kind is float \
+        else f"[{int(low)}, {int(high)}]"
+
+    def parse(text: Any) -> Any:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not (low < value if low_open else low <= value) \
+                or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {what} in {interval}")
+        return value
+
+    return parse
+
+
+def _image_size(text: Any) -> tuple[int, int]:
+    height, _, width = str(text).partition("x")
+    try:
+        size = (int(height), int(width))
+    except ValueError:
+        size = (0, 0)
+    if not all(1 <= side <= 8192 for side in size):
+        raise argparse.ArgumentTypeError(f"{text!r} must be HxW with H, W in [1, 8192]")
     return size
+
+
+def _device(text: Any) -> str:
+    if not re.fullmatch(DEVICE["pattern"], str(text)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {DEVICE['allowed']}")
+    return str(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "flags given on the command line win")
     parser.add_argument("--host", default=defaults.host,
                         help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", "-p", type=int, default=defaults.port,
+    parser.add_argument("--port", "-p", type=_number(int, 0, 65535), default=defaults.port,
                         help="TCP port (default: %(default)s)")
     parser.add_argument("--model_name_or_path", "-m", default=DEFAULT_MODEL,
                         help="checkpoint folder (ILStudio layout), or builtin:zero / "
@@ -62,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "created on first use)")
     parser.add_argument("--dataset_id", default="",
                         help="dataset whose normalization to use; '' = the first (default)")
-    parser.add_argument("--chunk_size", type=int, default=0,
+    parser.add_argument("--chunk_size", type=_number(int, 0, 100000), default=0,
                         help="actions per reply; 0 = the policy's whole chunk (default)")
-    parser.add_argument("--device", default="cuda",
+    parser.add_argument("--device", default="cuda", type=_device,
                         help="cuda, cuda:N or cpu; cuda without a GPU falls back to the CPU "
                              "with a warning (default: cuda)")
     runtime = parser.add_argument_group("inference")
@@ -72,30 +103,38 @@ def build_parser() -> argparse.ArgumentParser:
                          help="autocast precision (default: fp32)")
     runtime.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                          help="torch.compile the model (slow first request; default: off)")
-    runtime.add_argument("--min_std", type=float, default=DEFAULT_MIN_STD,
+    runtime.add_argument("--min_std",
+                         type=_number(float, 0, 1, low_open=True), default=DEFAULT_MIN_STD,
                          help="zscore's smallest std; ILStudio used 0.01 before mid-November "
                               "2025 (default: %(default)s)")
-    runtime.add_argument("--max_batch", type=int, default=8,
+    runtime.add_argument("--max_batch", type=_number(int, 1, 1024), default=8,
                          help="most observations per forward pass; 1 disables batching "
                               "(default: %(default)s)")
-    runtime.add_argument("--max_wait_ms", type=float, default=0.0,
+    runtime.add_argument("--max_wait_ms", type=_number(float, 0, 10000), default=0.0,
                          help="how long a batch waits for more requests; 0 batches only what "
                               "is already queued (default: %(default)s)")
     runtime.add_argument("--warmup_image_size", type=_image_size, default=(480, 640),
                          metavar="HxW", help="image size of the warm-up pass (default: 480x640)")
     limits = parser.add_argument_group("limits (a client can never exceed these)")
-    limits.add_argument("--max_frame_bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES,
+    limits.add_argument("--max_frame_bytes",
+                        type=_number(int, 1024, 2**31 - 1), default=DEFAULT_MAX_FRAME_BYTES,
                         help="largest request frame accepted (default: %(default)s)")
-    limits.add_argument("--max_connections", type=int, default=defaults.max_connections,
+    limits.add_argument("--max_connections",
+                        type=_number(int, 1, 4096), default=defaults.max_connections,
                         help="simultaneous clients; more are refused (default: %(default)s)")
-    limits.add_argument("--frame_timeout", type=float, default=defaults.frame_timeout,
+    limits.add_argument("--frame_timeout",
+                        type=_number(float, 0, 3600, low_open=True), default=defaults.frame_timeout,
                         help="seconds for a started frame to arrive whole (default: %(default)s)")
-    limits.add_argument("--idle_timeout", type=float, default=defaults.idle_timeout,
+    limits.add_argument("--idle_timeout",
+                        type=_number(float, 0, 86400), default=defaults.idle_timeout,
                         help="seconds a client may stay silent between requests; 0 = forever "
                              "(default: %(default)s)")
-    limits.add_argument("--send_timeout", type=float, default=defaults.send_timeout,
+    limits.add_argument("--send_timeout",
+                        type=_number(float, 0, 3600, low_open=True), default=defaults.send_timeout,
                         help="seconds a client may take to read its reply (default: %(default)s)")
-    limits.add_argument("--inference_timeout", type=float, default=defaults.inference_timeout,
+    limits.add_argument("--inference_timeout",
+                        type=_number(float, 0, 3600, low_open=True),
+                        default=defaults.inference_timeout,
                         help="seconds to wait for the policy before replying [] "
                              "(default: %(default)s)")
     limits.add_argument("--auth_token_file", metavar="FILE",
@@ -137,8 +176,8 @@ def _read_config(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
         action = known[key]
         try:  # same conversion and choices as on the command line
             converted = action.type(value) if action.type and value is not None else value
-        except (TypeError, ValueError):
-            parser.error(f"--config {path}: {key}: invalid value {value!r}")
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            parser.error(f"--config {path}: {key}: {exc or f'invalid value {value!r}'}")
         if action.choices and converted not in action.choices:
             parser.error(f"--config {path}: {key}: {converted!r} is not one of {action.choices}")
         values[key] = converted
