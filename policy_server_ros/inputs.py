@@ -25,6 +25,8 @@ from policy_server_ros.ros_conversions import (
     pose_to_vector,
 )
 
+RCLPY_PARAMETERS = frozenset({"use_sim_time", "qos_overrides", "start_type_description_service"})
+
 
 class ParameterError(ValueError):
     """A parameter file or override the node would not accept; the message says which."""
@@ -172,7 +174,9 @@ def load_params_file(path: Path, node: str = "/policy_server") -> dict[str, Any]
     if not matched:
         raise ParameterError(f"params file {path} has no section for the node {node} (e.g. "
                              f"'/**/policy_server:' with 'ros__parameters:')")
-    return {name: check_param(name, value) for name, value in found.items()}
+    # rclpy's own parameters (per-topic QoS overrides, sim time) are not the node's to check.
+    return {name: check_param(name, value) for name, value in found.items()
+            if name not in RCLPY_PARAMETERS and not name.startswith("qos_overrides.")}
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

@@ -12,22 +12,24 @@ engine; bridge_supervisor restarts it off the executor if it dies.
 
 from __future__ import annotations
 
+import copy
+import gc
+import json
 import logging
 import signal
 import sys
 import threading
-import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -35,8 +37,13 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from policy_server_ros.action_messages import (
@@ -47,13 +54,14 @@ from policy_server_ros.action_messages import (
 )
 from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
+from policy_server_ros.diagnostics import InputRates, Stats, inference_status
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
 from policy_server_ros.inputs import InputTopic, ParameterError, assembler_config, input_topics
+from policy_server_ros.model_info import model_info
 from policy_server_ros.msg import ActionChunk
 from policy_server_ros.normalization import NormalizationError
 from policy_server_ros.observation_assembler import (
     Assembled,
-    AssemblerConfig,
     AssemblyError,
     ObservationAssembler,
 )
@@ -62,7 +70,7 @@ from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from policy_server_ros.ros_conversions import ConversionError, stamp_ns
 from policy_server_ros.ros_handoff import ExecutorHandoff
 from policy_server_ros.ros_logging import forward_to_ros, stop_forwarding
-from policy_server_ros.ros_parameters import declare_parameters
+from policy_server_ros.ros_parameters import declare_parameters, read_parameters
 from socket_bridge import auth
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
@@ -81,6 +89,10 @@ _QOS = {
 }
 
 
+# Lets a params file set qos_overrides./<topic>.subscription.{reliability,depth,...} per input
+# topic (the ROS 2 convention), on top of the per-kind QoS parameters.
+_QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
+
 # The message classes of the input types inputs.input_topics() names.
 _MSG_TYPES: dict[str, type] = {
     "sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage,
@@ -93,83 +105,168 @@ class StartupError(RuntimeError):
     """The node cannot start with these parameters; the message says what to change."""
 
 
-class _Stats:
-    """Rolling numbers for /diagnostics; written from several threads under one lock."""
+class PolicyServerWork(Node):
+    """What the node does, in lifecycle steps: configure (check the parameters, load and warm up
+    the model, create publishers and services), activate (subscriptions, timers, the socket
+    bridge), deactivate (stop those; the model stays), cleanup (free the model). PolicyServerNode
+    runs configure and activate when it is built; lifecycle_node.ManagedPolicyServerNode runs
+    them on lifecycle transitions. One code path for both."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.latency_ms: deque[float] = deque(maxlen=200)  # observation stamp -> published
-        self.model_ms: deque[float] = deque(maxlen=200)  # preprocess + forward + postprocess
-        self.published = 0
-        self.dropped = 0
-        self.non_finite = 0
-        self.failures = 0
-        self.trajectories_refused = 0
-        self.trajectories_past = 0  # published with an end already past
-
-
-class PolicyServerNode(Node):
-    def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__("policy_server", **node_kwargs)
-        self.params = self._declare_parameters()
+    def _init_work(self, *, read_only: bool = True) -> None:
+        declare_parameters(self, read_only)
+        self.params: dict[str, Any] = {}
         # The engine's, the bridge's and the loaders' Python logging: to /rosout as well.
         self._log_handler = forward_to_ros(self.get_logger(), self.context)
-        p = self.params
-        self.assembler = ObservationAssembler(self._assembler_config())
-        self.stats = _Stats()
+        self.stats = Stats()
+        self._rates = InputRates()
         self._lock = threading.Lock()
         self._in_flight = False
         self._pending: Assembled | None = None
-        self._received_at_last_tick: dict[str, int] = {}
         self.exit_code = 0
-        self._last_tick = time.monotonic()
         self._results = ExecutorHandoff(self, self._on_result)
+        self.engine: InferenceEngine | None = None
+        self.assembler: ObservationAssembler | None = None
+        self.topics: dict[str, str] = {}
+        self.chunk_pub: Publisher | None = None
+        self.trajectory_pub: Publisher | None = None
+        self.diagnostics_pub: Publisher | None = None
+        self._server_services: list[Service] = []
+        self._active_handles: list[Subscription | Timer] = []
+        self.active = False
+        self.bridge_supervisor = BridgeSupervisor(None, self._start_bridge,
+                                                  self._bridge_gave_up, MAX_BRIDGE_RESTARTS)
 
-        self.engine = self._start_engine()
-        spec = self.engine.policy.spec
+    # --- lifecycle steps ----------------------------------------------------------------------
+
+    def configure_work(self) -> None:
+        """Check the parameters, load and warm up the model, create the publishers and
+        services. StartupError (one line) otherwise, with nothing left held."""
+        try:
+            self.params = read_parameters(self)
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
+        p = self.params
+        try:
+            assembler = ObservationAssembler(assembler_config(p))
+        except ValueError as exc:
+            raise StartupError(f"inputs: {exc}") from exc
+        engine = self._start_engine()
+        try:
+            self._check_fits(engine.policy.spec, engine.policy.camera_names)
+        except StartupError:
+            engine.close()
+            raise
+        self.engine, self.assembler = engine, assembler
+        self.topics = {spec.name: self.resolve_topic_name(spec.topic)
+                       for spec in input_topics(p)}
+        self.chunk_pub = self.create_publisher(ActionChunk, p["action_topic"], 10)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10) \
+            if p["action_joint_names"] else None
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._server_services = [self.create_service(Trigger, "~/reset", self._on_reset),
+                          self.create_service(Trigger, "~/get_model_info", self._on_model_info)]
+
+    def activate_work(self) -> None:
+        """Subscribe, start the timers and the socket bridge: chunks flow from here on."""
+        p, spec = self.params, self.engine.policy.spec
+        # A copy each: rclpy writes qos_overrides into the profile it is given, which would
+        # otherwise reach every later subscription of that kind (and rclpy's own globals).
+        self._active_handles = [self._subscribe(topic, copy.copy(_QOS[p[topic.qos]]))
+                                for topic in input_topics(p)]
+        self._active_handles.append(self.create_timer(1.0, self._publish_diagnostics))
+        if p["inference_rate"] > 0:
+            self._active_handles.append(self.create_timer(1.0 / p["inference_rate"],
+                                                          self._try_infer))
+        bridge: PolicySocketServer | None = None
+        if p["socket_bridge_enabled"]:
+            try:
+                bridge = self._start_bridge()
+            except (OSError, ValueError) as exc:
+                self._destroy_active_handles()
+                raise StartupError(f"socket bridge: {exc}") from exc
+        self.bridge_supervisor.bridge = bridge
+        self.active = True
+        self.get_logger().info(
+            f"policy_server ready: {p['model_name_or_path']} -> {p['action_topic']} "
+            f"({self.engine.chunk_size} x {spec.action_dim}, {spec.ctrl_space}/{spec.ctrl_type})"
+            f"; inputs: {', '.join(f'{k}={v}' for k, v in self.topics.items())}; socket bridge "
+            + (f"on {bridge.address[0]}:{bridge.address[1]}" if bridge else "off"))
+
+    def deactivate_work(self) -> None:
+        """Stop the inputs, the timers and the bridge; the model stays loaded. A result still
+        in flight is not published."""
+        self.active = False
+        self._destroy_active_handles()
+        self.bridge_supervisor.stop()
+        self.bridge_supervisor.bridge = None
+        with self._lock:
+            self._pending = None
+
+    def cleanup_work(self) -> None:
+        """Free the model (and its device memory), the publishers and the services."""
+        for publisher in (self.chunk_pub, self.trajectory_pub, self.diagnostics_pub):
+            if publisher is not None:
+                self.destroy_publisher(publisher)
+        for service in self._server_services:
+            self.destroy_service(service)
+        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = None
+        self._server_services = []
+        if self.engine is not None:
+            self.engine.close()  # closes the policy, which releases the model
+        self.engine = self.assembler = None
+        gc.collect()
+
+    def close(self) -> None:
+        """From any state: stop the bridge, drain the engine, stop forwarding Python logging."""
+        if self.active:
+            self.deactivate_work()
+        self.cleanup_work()
+        stop_forwarding(self._log_handler)
+
+    def _destroy_active_handles(self) -> None:
+        for handle in self._active_handles:
+            if isinstance(handle, Subscription):
+                self.destroy_subscription(handle)
+            else:
+                self.destroy_timer(handle)
+        self._active_handles = []
+
+    def _check_fits(self, spec: ActionSpec, cameras: Sequence[str] | None) -> None:
+        p = self.params
         joint_names = p["action_joint_names"]
-        cameras = self.engine.policy.camera_names
         if joint_names and len(joint_names) != spec.action_dim:
-            self.engine.close()
             raise StartupError(f"action_joint_names has {len(joint_names)} names but the policy "
                                f"produces {spec.action_dim}-D actions")
         if joint_names and not _absolute_joint_targets(spec):
-            self.engine.close()
             raise StartupError(f"action_joint_names is set, which publishes a JointTrajectory of "
                                f"absolute joint positions, but the policy's actions are "
                                f"{spec.ctrl_space}/{spec.ctrl_type}; leave action_joint_names "
                                f"empty (ActionChunk carries the convention) or serve a "
                                f"joint/abs policy")
         if cameras is not None and len(cameras) != len(p["camera_topics"]):
-            self.engine.close()
             raise StartupError(f"camera_topics has {len(p['camera_topics'])} topics but the "
                                f"policy was trained with {len(cameras)} camera(s) "
                                f"{list(cameras)}; list one topic per camera, in that order")
 
-        self.topics: dict[str, str] = {}
-        self._subscribe_inputs()
-        self.chunk_pub = self.create_publisher(ActionChunk, p["action_topic"], 10)
-        self.trajectory_pub = self.create_publisher(JointTrajectory, p["trajectory_topic"], 10) \
-            if joint_names else None
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self._publish_diagnostics)
-        if p["inference_rate"] > 0:
-            self.create_timer(1.0 / p["inference_rate"], self._try_infer)
+    # --- services -----------------------------------------------------------------------------
 
-        bridge: PolicySocketServer | None = None
-        if p["socket_bridge_enabled"]:
-            try:
-                bridge = self._start_bridge()
-            except (OSError, ValueError) as exc:
-                self.engine.close()
-                raise StartupError(f"socket bridge: {exc}") from exc
-        self.bridge_supervisor = BridgeSupervisor(bridge, self._start_bridge,
-                                                  self._bridge_gave_up, MAX_BRIDGE_RESTARTS)
-        self.get_logger().info(
-            f"policy_server ready: {p['model_name_or_path']} -> {p['action_topic']} "
-            f"({self.engine.chunk_size} x {spec.action_dim}, {spec.ctrl_space}/{spec.ctrl_type})"
-            f"; inputs: {', '.join(f'{k}={v}' for k, v in self.topics.items())}; socket bridge "
-            + (f"on {bridge.address[0]}:{bridge.address[1]}" if bridge else "off"))
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        """Between episodes: forget the buffered messages, the latched instruction and the
+        waiting observation; the next observation is timestep 0."""
+        self.assembler = ObservationAssembler(self.assembler.config)
+        with self._lock:
+            self._pending = None
+        response.success = True
+        response.message = ("cleared: buffered input messages, the latched instruction, the "
+                            "waiting observation; the next observation is timestep 0")
+        return response
+
+    def _on_model_info(self, _request: Trigger.Request, response: Trigger.Response
+                       ) -> Trigger.Response:
+        response.success = True
+        response.message = json.dumps(model_info(self.params, self.engine, self.topics))
+        return response
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -187,39 +284,26 @@ class PolicyServerNode(Node):
         self.exit_code = 1
         self.context.try_shutdown()
 
-    def _declare_parameters(self) -> dict[str, Any]:
-        try:
-            return declare_parameters(self)
-        except ParameterError as exc:
-            raise StartupError(str(exc)) from None
-
-    def _assembler_config(self) -> AssemblerConfig:
-        try:
-            return assembler_config(self.params)
-        except ValueError as exc:
-            raise StartupError(f"inputs: {exc}") from exc
-
     def _start_engine(self) -> InferenceEngine:
         p = self.params
         model = p["model_name_or_path"]
-        if model == str(EXAMPLE_CHECKPOINT):
-            model = resolve_model(model)  # ./ckpt/... if present, else the cached example
-            self.get_logger().warning(f"Serving the example checkpoint {model}: its weights are "
-                                      f"untrained; its actions are not meant for a real robot.")
-        options = LoadOptions(device=p["device"], dataset_id=p["dataset_id"],
-                              min_std=p["min_std"], precision=p["precision"],
-                              compile=p["compile"])
-        policy = load_policy(model, options)
+        try:
+            if model == str(EXAMPLE_CHECKPOINT):
+                model = resolve_model(model)  # ./ckpt/... if present, else the cached example
+                self.get_logger().warning(f"Serving the example checkpoint {model}: its weights "
+                                          f"are untrained; its actions are not meant for a real "
+                                          f"robot.")
+            policy = load_policy(model, LoadOptions(
+                device=p["device"], dataset_id=p["dataset_id"], min_std=p["min_std"],
+                precision=p["precision"], compile=p["compile"]))
+        except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
+                OSError) as exc:  # a bad checkpoint, device or option: say which, one line
+            raise StartupError(str(exc)) from exc
         engine = InferenceEngine(policy, chunk_size=p["chunk_size"], max_batch=p["max_batch"])
         engine.wait_ready()
         return engine
 
-    def _subscribe_inputs(self) -> None:
-        for spec in input_topics(self.params):
-            self.topics[spec.name] = self.resolve_topic_name(spec.topic)  # as logged and shown
-            self._subscribe(spec, _QOS[self.params[spec.qos]])
-
-    def _subscribe(self, spec: InputTopic, qos: QoSProfile) -> None:
+    def _subscribe(self, spec: InputTopic, qos: QoSProfile) -> Subscription:
         name, topic, convert = spec.name, spec.topic, spec.convert
         trigger = self.params["inference_rate"] <= 0 and name in \
             self.assembler.config.required_names()
@@ -236,7 +320,9 @@ class PolicyServerNode(Node):
             if trigger:
                 self._try_infer()
 
-        self.create_subscription(_MSG_TYPES[spec.msg_type], topic, callback, qos)
+        # qos_overrides./<topic>.subscription.* parameters override the kind's QoS per topic.
+        return self.create_subscription(_MSG_TYPES[spec.msg_type], topic, callback, qos,
+                                        qos_overriding_options=_QOS_OVERRIDES)
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -279,8 +365,8 @@ class PolicyServerNode(Node):
         """On the executor (handed over by ExecutorHandoff): publish, then run what waits."""
         try:
             output = future.result()
-            if not self.context.ok():
-                return  # shutting down (Ctrl+C during inference): nowhere to publish
+            if not self.context.ok() or not self.active:
+                return  # shutting down, or deactivated during inference: not published
             self._publish(assembled, output)
         except Exception as exc:
             with self.stats.lock:
@@ -350,66 +436,33 @@ class PolicyServerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         self.bridge_supervisor.check()
-        now_ns = self._now_ns()
-        now = time.monotonic()
-        elapsed = max(now - self._last_tick, 1e-3)
-        self._last_tick = now
-        level, problems = DiagnosticStatus.OK, []
-        # One line per condition (rclpy throttles per call site): all inputs named at once.
-        missing = self.assembler.missing()
-        if missing:
-            self.get_logger().warning(
-                "waiting for " + ", ".join(f"{n} on {self.topics.get(n, n)}" for n in missing)
-                + ": no message yet; not running inference", throttle_duration_sec=WARN_PERIOD_S)
-            problems += [f"no {name}" for name in missing]
-        stale = self.assembler.stale_inputs(now_ns)
-        if stale:
-            self.get_logger().warning(
-                ", ".join(f"{n} on {self.topics[n]} is {age:.2f} s old" for n, age in stale)
-                + f" (max_observation_age {self.params['max_observation_age']} s); not running "
-                  f"inference", throttle_duration_sec=WARN_PERIOD_S)
-            problems += [f"{name} stale" for name, _ in stale]
-        if problems:
-            level = DiagnosticStatus.WARN
-        values = []
-        with self.stats.lock:
-            latency, model = list(self.stats.latency_ms), list(self.stats.model_ms)
-            counters = {"chunks published": self.stats.published,
-                        "observations dropped (inference busy)": self.stats.dropped,
-                        "non-finite chunks not published": self.stats.non_finite,
-                        "inference failures": self.stats.failures,
-                        "trajectories refused (not joint/abs)": self.stats.trajectories_refused,
-                        "trajectories ending in the past": self.stats.trajectories_past,
-                        "socket bridge clients": self.bridge_supervisor.client_count,
-                        "socket bridge restarts": self.bridge_supervisor.restarts}
-        for label, series in (("latency stamp->publish", latency), ("model time", model)):
-            if series:
-                values += [KeyValue(key=f"{label} p{q} ms", value=f"{np.percentile(series, q):.1f}")
-                           for q in (50, 99)]
-        values += [KeyValue(key=k, value=str(v)) for k, v in counters.items()]
-        values.append(KeyValue(key="stale observations skipped",
-                               value=str(self.assembler.stale_skipped)))
-        for name, state in self.assembler.inputs.items():
-            before = self._received_at_last_tick.get(name, 0)
-            self._received_at_last_tick[name] = state.received
-            values.append(KeyValue(key=f"{name} rate Hz",
-                                   value=f"{(state.received - before) / elapsed:.1f}"))
-            values.append(KeyValue(key=f"{name} received", value=str(state.received)))
-            if state.last_arrival_ns is not None:
-                values.append(KeyValue(key=f"{name} age s",
-                                       value=f"{(now_ns - state.last_arrival_ns) / 1e9:.2f}"))
-        status = DiagnosticStatus(level=level, name="policy_server: inference",
-                                  message="; ".join(problems) or "ok", hardware_id=self.get_name(),
-                                  values=values)
+        status, warnings = inference_status(
+            node_name=self.get_name(), now_ns=self._now_ns(), assembler=self.assembler,
+            stats=self.stats, rates=self._rates.tick(self.assembler), topics=self.topics,
+            max_age_s=self.params["max_observation_age"],
+            extra={"socket bridge clients": self.bridge_supervisor.client_count,
+                   "socket bridge restarts": self.bridge_supervisor.restarts})
+        if warnings.missing:
+            self.get_logger().warning(warnings.missing, throttle_duration_sec=WARN_PERIOD_S)
+        if warnings.stale:
+            self.get_logger().warning(warnings.stale, throttle_duration_sec=WARN_PERIOD_S)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
-    def close(self) -> None:
-        """Stop the bridge, drain the engine, stop forwarding Python logging."""
-        self.bridge_supervisor.stop()
-        self.engine.close()
-        stop_forwarding(self._log_handler)
+
+class PolicyServerNode(PolicyServerWork):
+    """The unmanaged node: configured and active from construction (StartupError otherwise)."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__("policy_server", **node_kwargs)
+        self._init_work(read_only=True)
+        try:
+            self.configure_work()
+            self.activate_work()
+        except BaseException:
+            self.close()  # nothing held, no log forwarding left behind
+            raise
 
 
 def _absolute_joint_targets(spec: ActionSpec) -> bool:
@@ -428,8 +481,7 @@ def main(args: Sequence[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = PolicyServerNode()
-    except (StartupError, PolicyLoadError, CheckpointError, NormalizationError, ValueError,
-            FileNotFoundError) as exc:
+    except StartupError as exc:
         rclpy.logging.get_logger("policy_server").error(str(exc))
         rclpy.try_shutdown()
         return 2
@@ -438,6 +490,11 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.logging.get_logger("policy_server").info("interrupted while starting; exiting")
         rclpy.try_shutdown()
         return 0
+    return spin(node)
+
+
+def spin(node: PolicyServerWork) -> int:
+    """Spin `node` until Ctrl+C or shutdown, then shut it down; its exit code."""
     # One executor thread is enough: callbacks only convert and hand over (inference runs on the
     # engine's thread, the socket bridge on its own), and rclpy's MultiThreadedExecutor spends a
     # core polling futures at 90 messages/s (measured: 97% CPU and most frames dropped).

@@ -23,7 +23,9 @@ from sensor_msgs.msg import Image, JointState
 from policy_server_ros.action_messages import stamp_msg
 
 JOINTS = [f"joint{i}" for i in range(14)]
-_domains = itertools.count(120 + os.getpid() % 50)
+# Fast DDS takes ids 0-232; wrap around (tests run one after another, so an id comes back only
+# long after its last user stopped), starting somewhere else per run.
+_domains = (1 + (os.getpid() + i) % 232 for i in itertools.count())
 
 
 def next_domain() -> int:

@@ -31,7 +31,7 @@ from policy_server_ros.node_parameters import BY_NAME, NODE_PARAMETERS, ParamSpe
 LAUNCH_FILE = REPO_ROOT / "policy_server_ros" / "launch" / "server.launch.py"
 PACKAGE = "policy_server_ros"
 PROCESS_ARGUMENTS = {"params_file", "namespace", "remappings", "log_level", "use_sim_time",
-                     "respawn", "respawn_delay"}
+                     "respawn", "respawn_delay", "managed", "autostart"}
 
 
 def test_server_yaml_lists_every_parameter_with_its_default() -> None:
@@ -163,6 +163,39 @@ class Node:
         self.respawn_delay = kwargs.get("respawn_delay")
 
 
+class LifecycleNode(Node):
+    def __init__(self, *, name: Any, namespace: Any, **kwargs: Any) -> None:
+        super().__init__(name=name, namespace=namespace, **kwargs)
+
+
+def matches_action(target_action: Any) -> Callable[[Any], bool]:
+    return lambda action: action is target_action
+
+
+class ChangeState:
+    def __init__(self, *, lifecycle_node_matcher: Callable[[Any], bool],
+                 transition_id: int) -> None:
+        self.matcher, self.transition_id = lifecycle_node_matcher, transition_id
+
+
+class EmitEvent:
+    def __init__(self, *, event: Any, **kwargs: Any) -> None:
+        self.event = event
+
+
+class OnStateTransition:
+    def __init__(self, *, entities: Any = None, target_lifecycle_node: Any = None,
+                 transition: str | None = None, start_state: str | None = None,
+                 goal_state: str | None = None, matcher: Any = None, **kwargs: Any) -> None:
+        self.entities, self.target = list(entities or []), target_lifecycle_node
+        self.goal_state = goal_state
+
+
+class RegisterEventHandler:
+    def __init__(self, event_handler: Any, **kwargs: Any) -> None:
+        self.event_handler = event_handler
+
+
 class LaunchDescription:
     def __init__(self, initial_entities: Iterable[Any] | None = None, *,
                  deprecated_reason: str | None = None) -> None:
@@ -172,12 +205,17 @@ class LaunchDescription:
 _STAND_INS = {
     "launch": {"LaunchDescription": LaunchDescription},
     "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument,
-                       "OpaqueFunction": OpaqueFunction},
+                       "OpaqueFunction": OpaqueFunction, "EmitEvent": EmitEvent,
+                       "RegisterEventHandler": RegisterEventHandler},
+    "launch.events": {"matches_action": matches_action},
     "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration,
                              "PathJoinSubstitution": PathJoinSubstitution,
                              "TextSubstitution": TextSubstitution},
     "launch_ros": {},
-    "launch_ros.actions": {"Node": Node},
+    "launch_ros.actions": {"Node": Node, "LifecycleNode": LifecycleNode},
+    "launch_ros.event_handlers": {"OnStateTransition": OnStateTransition},
+    "launch_ros.events": {},
+    "launch_ros.events.lifecycle": {"ChangeState": ChangeState},
     "launch_ros.substitutions": {"FindPackageShare": FindPackageShare},
 }
 
@@ -206,6 +244,8 @@ def _load_launch_file(path: Path) -> types.ModuleType:
 class _Launched:
     arguments: dict[str, DeclareLaunchArgument] = field(default_factory=dict)
     nodes: list[tuple[Node, dict[str, Any]]] = field(default_factory=list)  # with parameters
+    emitted: list[ChangeState] = field(default_factory=list)  # lifecycle requests, in order
+    handlers: list[OnStateTransition] = field(default_factory=list)
 
 
 def _node_parameters(node: Node, context: _Context) -> dict[str, Any]:
@@ -254,6 +294,10 @@ def _launch(command_line: dict[str, str]) -> _Launched:
                 visit(entity.function(context, *entity.args, **entity.kwargs) or [])
             elif isinstance(entity, Node):
                 launched.nodes.append((entity, _node_parameters(entity, context)))
+            elif isinstance(entity, EmitEvent):
+                launched.emitted.append(entity.event)
+            elif isinstance(entity, RegisterEventHandler):
+                launched.handlers.append(entity.event_handler)
             else:
                 raise TypeError(f"no stand-in runs {entity!r}; add one to test_node_config.py")
 
@@ -279,7 +323,9 @@ def _other_value(spec: ParamSpec) -> tuple[str, Any]:
         value = [f"/test/{spec.name}_a", f"/test/{spec.name}_b"]
         return f"[{', '.join(value)}]", value
     if spec.kind is str:
-        return "12", "12"  # a string that YAML would read as a number must stay a string
+        # A topic, a device, or a string that YAML would read as a number (it stays a string).
+        value = f"/test/{spec.name}" if spec.topic else "cpu" if spec.pattern else "12"
+        return value, value
     step = 3 if spec.kind is int else 0.25
     value = spec.default + step
     if spec.max is not None and value > spec.max:
@@ -420,3 +466,30 @@ def test_the_launch_leaves_one_params_file_per_distinct_launch(tmp_path: Path) -
     assert Path(path).parent == folder
     again, _ = _the_node(_launch({"frame_id": "one_file_test"}))
     assert again.parameters == [path]  # the same launch reuses its file
+
+
+def test_managed_launches_the_lifecycle_node_and_autostart_drives_it_to_active() -> None:
+    from lifecycle_msgs.msg import Transition
+
+    launched = _launch({"managed": "true"})
+    node, parameters = _the_node(launched)
+    context = _Context({})
+    assert isinstance(node, LifecycleNode)
+    assert _perform(node.executable, context) == "policy_server_managed"
+    installed = Path(sys.prefix) / "lib" / PACKAGE / "policy_server_managed"
+    assert "from policy_server_ros.lifecycle_node import main" in installed.read_text()
+    assert not _differences(parameters, _defaults()), _differences(parameters, _defaults())
+    # configure is asked for at once; activate when the node reaches inactive.
+    assert [e.transition_id for e in launched.emitted] == [Transition.TRANSITION_CONFIGURE]
+    assert launched.emitted[0].matcher(node)
+    (handler,) = launched.handlers
+    assert handler.target is node and handler.goal_state == "inactive"
+    (activate,) = handler.entities
+    assert activate.event.transition_id == Transition.TRANSITION_ACTIVATE
+    assert activate.event.matcher(node)
+
+    manual = _launch({"managed": "true", "autostart": "false"})
+    assert isinstance(_the_node(manual)[0], LifecycleNode)
+    assert not manual.emitted and not manual.handlers
+    plain = _launch({})
+    assert not isinstance(_the_node(plain)[0], LifecycleNode) and not plain.emitted

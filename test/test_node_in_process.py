@@ -151,3 +151,26 @@ def test_an_empty_list_reaches_the_node_from_the_launch_file_s_params_file(tmp_p
     with in_process_node(ros_args=["--params-file", str(merged)]) as (node, _):
         assert node.params["camera_topics"] == [] and node.params["required_inputs"] == ["joints"]
         assert "camera/0" not in node.topics
+
+
+def test_a_params_file_overrides_the_qos_of_one_input_topic(tmp_path) -> None:
+    # The ROS 2 convention, qos_overrides./<topic>.subscription.<policy>, on top of the per-kind
+    # QoS (state_qos sensor_data: best effort).
+    from rclpy.qos import ReliabilityPolicy
+
+    from policy_server_ros.inputs import load_params_file
+
+    params = tmp_path / "qos.yaml"
+    params.write_text("/**/policy_server:\n  ros__parameters:\n    qos_overrides:\n"
+                      "      /joint_states:\n        subscription:\n"
+                      "          reliability: reliable\n          depth: 3\n")
+    assert load_params_file(params) == {}  # rclpy's, not the node's: the bag tools skip them
+    with in_process_node(ros_args=["--params-file", str(params)],
+                         model_name_or_path="builtin:echo", socket_bridge_enabled=False,
+                         ee_pose_topic="ee_pose") as (node, _):
+        (joints,) = node.get_subscriptions_info_by_topic("/joint_states")
+        (pose,) = node.get_subscriptions_info_by_topic("/ee_pose")
+        assert joints.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # as DDS sees it
+        assert pose.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # the kind's
+        (subscription,) = [s for s in node.subscriptions if s.topic_name == "/joint_states"]
+        assert subscription.qos_profile.depth == 3

@@ -17,6 +17,7 @@ KEYS = {
     "builtin_interfaces", "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs",
     "geometry_msgs": "geometry_msgs", "trajectory_msgs": "trajectory_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "launch": "launch", "launch_ros": "launch_ros",
+    "std_srvs": "std_srvs", "lifecycle_msgs": "lifecycle_msgs",
     "numpy": "python3-numpy", "yaml": "python3-yaml", "torch": "python3-torch",
     "PIL": "python3-pil", "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
     "rosbags": "python3-rosbags-pip", "safetensors": None,

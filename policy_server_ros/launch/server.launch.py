@@ -14,15 +14,22 @@ it). A value the node would refuse stops the launch with one line naming the par
 
 Besides: `namespace`, `remappings` (a YAML mapping of topic names, e.g.
 "{joint_states: /arm/joint_states}", relative names resolved in the namespace), `log_level`,
-`use_sim_time`, `respawn` and `respawn_delay`.
+`use_sim_time`, `respawn` and `respawn_delay`; and `managed:=true` to start the lifecycle node
+(policy_server_managed), which `autostart` (default true) takes through configure and activate
+the way launch_ros drives lifecycle nodes (`autostart:=false` leaves it unconfigured for a
+lifecycle manager).
 """
 
 import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 from policy_server_ros.inputs import ParameterError
 from policy_server_ros.launch_arguments import (
@@ -45,6 +52,8 @@ PROCESS_ARGUMENTS = [
     ("use_sim_time", "false", "take time from /clock (set for simulators and bag replay)"),
     ("respawn", "false", "start the node again when it exits"),
     ("respawn_delay", "2.0", "seconds to wait before respawning"),
+    ("managed", "false", "start the managed (lifecycle) node, policy_server_managed"),
+    ("autostart", "true", "with managed: configure, then activate, once it is up"),
 ]
 
 
@@ -78,12 +87,28 @@ def _node(context):
     respawn_delay = _yaml("respawn_delay", text("respawn_delay"), float)
     if respawn_delay < 0:
         raise ParameterError(f"launch argument respawn_delay:={respawn_delay} must be >= 0")
-    return [Node(package="policy_server_ros", executable="policy_server", name=NODE_NAME,
-                 namespace=namespace, output="screen", emulate_tty=True,
-                 parameters=parameters,
-                 remappings=list(_yaml("remappings", text("remappings"), dict).items()),
-                 ros_arguments=["--log-level", text("log_level")],
-                 respawn=_yaml("respawn", text("respawn"), bool), respawn_delay=respawn_delay)]
+    options = {"package": "policy_server_ros", "name": NODE_NAME, "namespace": namespace,
+               "output": "screen", "emulate_tty": True, "parameters": parameters,
+               "remappings": list(_yaml("remappings", text("remappings"), dict).items()),
+               "ros_arguments": ["--log-level", text("log_level")],
+               "respawn": _yaml("respawn", text("respawn"), bool),
+               "respawn_delay": respawn_delay}
+    if not _yaml("managed", text("managed"), bool):
+        return [Node(executable="policy_server", **options)]
+    node = LifecycleNode(executable="policy_server_managed", **options)
+    if not _yaml("autostart", text("autostart"), bool):
+        return [node]
+    return [node,
+            # Activate once configure has brought it to inactive, then ask for configure.
+            RegisterEventHandler(OnStateTransition(
+                target_lifecycle_node=node, goal_state="inactive",
+                entities=[_transition(node, Transition.TRANSITION_ACTIVATE)])),
+            _transition(node, Transition.TRANSITION_CONFIGURE)]
+
+
+def _transition(node, transition_id):
+    return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                       transition_id=transition_id))
 
 
 def generate_launch_description():
