@@ -34,7 +34,6 @@ decode, and test_skeleton_cache for the differential fuzzing that checks it.
 from __future__ import annotations
 
 import _compat_pickle
-import functools
 import math
 import pickle
 import re
@@ -477,20 +476,41 @@ class _Unmetered(_Constructors):
     def charge(self, nbytes: int) -> None:
         pass
 
-    # The arrays of real messages are created empty, their data filled in by BUILD: ~200 per
-    # batched reply, where the general checks would cost more than the rest of the decode.
+    # numpy's own pickles create each array empty and fill it in with BUILD.
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
         if subtype is _NDArrayToken and type(shape) is tuple and shape == (0,):
             return np.ndarray.__new__(np.ndarray, shape, _as_dtype(dtype))
         return super()._reconstruct(subtype, shape, dtype)
 
-    def _empty(self, shape: Any, dtype: Any) -> np.ndarray:
-        if type(shape) is tuple and shape == (0,) and isinstance(dtype, np.dtype):
-            return np.empty(0, dtype)
-        return super()._empty(shape, dtype)
+
+def _fast_allow_list(allowed: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+    """`allowed` for the C fast path, charged entries bound once. numpy.empty (the portable
+    form, ~200 calls in a batched reply) is numpy's own: every call in a frame of a learned
+    skeleton has the arguments the checked `_empty` accepted for that skeleton (tuples of ints
+    and dtypes from the skeleton bytes; a byte string there is refused as a shape or dtype)."""
+    fast = {key: getattr(_UNMETERED, entry) if type(entry) is _Charged else entry
+            for key, entry in allowed.items()}
+    fast[("numpy", "empty")] = np.empty
+    return fast
+
+
+class _FastResolver:
+    """find_class for the C fast path: a dict look-up after pickle's Python 2 name mapping."""
+
+    def __init__(self, allowed: dict[tuple[str, str], Any]) -> None:
+        self._allowed = _fast_allow_list(allowed)
+
+    def __call__(self, module: str, name: str) -> Any:
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"refused global {module}.{name}") from None
 
 
 _UNMETERED = _Unmetered()
+_FAST_RESOLVERS = {True: _FastResolver(_WITH_WIRE_TYPES), False: _FastResolver(_ALWAYS_ALLOWED)}
 # One cache per allow-list: a skeleton accepted with the wire types proves nothing without them.
 _SKELETONS = {True: SkeletonCache(), False: SkeletonCache()}
 
@@ -518,8 +538,7 @@ def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool =
     budget = decode_budget(reader.size) if budget is None else budget
     cache = _SKELETONS[allow_wire_types]
     if fast_path and cache.find(np.frombuffer(reader.view, np.uint8), budget) is not None:
-        allowed = _WITH_WIRE_TYPES if allow_wire_types else _ALWAYS_ALLOWED
-        return c_loads(reader, functools.partial(_UNMETERED.resolve, allowed))
+        return c_loads(reader, _FAST_RESOLVERS[allow_wire_types])
     unpickler = _RestrictedUnpickler(reader, allow_wire_types, budget)
     result = unpickler.load()
     if fast_path and cache.wants(reader.size):
