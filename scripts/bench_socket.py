@@ -47,9 +47,12 @@ sys.path.insert(0, str(ROOT))
 from bench_harness import server_argv, start_process, write_result  # noqa: E402
 
 from benchmark.base import MetaObs  # noqa: E402
+from policy_server_ros.policies.base import ActionSpec, PolicyOutput  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
 from socket_bridge.framing import read_frame, write_frame  # noqa: E402
-from socket_bridge.portable_pickle import dumps  # noqa: E402
+from socket_bridge.portable_pickle import dump_chunks, dumps  # noqa: E402
+from socket_bridge.reply_encoder import ReplyEncoder  # noqa: E402
+from socket_bridge.safe_unpickle import safe_loads  # noqa: E402
 
 TARGET = 1.5
 
@@ -149,20 +152,77 @@ class Case:
 
 
 def run_rounds(cases: list[Case], count: int, warmup: int, rounds: int) -> None:
-    """`count` timed exchanges per mode and case, in `rounds` blocks taking turns."""
+    """`count` timed exchanges per mode and case, in `rounds` blocks taking turns; each round
+    starts at another case and mode, so no mode always follows the same one."""
     for case in cases:
         for exchange in case.modes.values():
             for _ in range(warmup):
                 exchange()
     per_block = max(1, count // rounds)
-    for _ in range(rounds):
-        for case in cases:
-            for mode, exchange in case.modes.items():
-                out = case.times[mode]
+    for index in range(rounds):
+        for case in _rotated(cases, index):
+            for mode in _rotated(list(case.modes), index):
+                exchange, out = case.modes[mode], case.times[mode]
                 for _ in range(per_block):
                     t0 = time.perf_counter()
                     exchange()
                     out.append(time.perf_counter() - t0)
+
+
+def _rotated(items: list, index: int) -> list:
+    start = index % len(items)
+    return items[start:] + items[:start]
+
+
+def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
+    """In-process, per request case, the two steps of this work, each against what it replaced,
+    taking turns: decoding the request and the server's reply (checked pure-Python decoder vs
+    the C fast path), and PolicyClient's pickling (array data copied vs sent from the array)."""
+    reply_batched = ReplyEncoder().encode(PolicyOutput(
+        np.zeros((1, 100, 14), np.float32), batched=True, spec=ActionSpec(14, 100)))
+    reply_single = ReplyEncoder().encode(PolicyOutput(
+        np.zeros((1, 100, 14), np.float32), batched=False, spec=ActionSpec(14, 100)))
+    rows = []
+    for key in keys:
+        obs = request(key)
+        data = pickle.dumps(obs, protocol=key[0])
+        reply = bytes(reply_batched if key[2] else reply_single)
+        steps = {
+            "request, checked": lambda d=data: safe_loads(d, fast_path=False),
+            "request, fast": lambda d=data: safe_loads(d),
+            "reply, checked": lambda r=reply: safe_loads(r, fast_path=False),
+            "reply, fast": lambda r=reply: safe_loads(r),
+            "reply, pickle.loads (unsafe)": lambda r=reply: pickle.loads(r),
+            "pickling, copied": lambda o=obs: _copying_dump(o),
+            "pickling, direct": lambda o=obs: dump_chunks(o),
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for step in steps.values():
+            step()  # the fast path learns the skeleton
+        for index in range(count):
+            for name in _rotated(list(steps), index):
+                t0 = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - t0)
+        name = f"protocol {key[0]}, {key[1]} camera{'s' * (key[1] > 1)}, " \
+               f"{'batched' if key[2] else 'unbatched'}"
+        rows.append({"case": name, **{k: float(np.median(v) * 1e3) for k, v in times.items()}})
+    return rows
+
+
+def _copying_dump(obj: object) -> list:
+    """PolicyClient's pickling before it sent arrays from their own memory: numpy's state,
+    with the data copied into a bytes object."""
+    class Copying(pickle.Pickler):
+        def reducer_override(self, value: object) -> object:
+            if type(value) is np.ndarray:
+                return np.empty, ((0,), value.dtype), value.__reduce__()[2]
+            return NotImplemented
+
+    chunks: list = []
+    file = type("Chunks", (), {"write": staticmethod(chunks.append)})()
+    Copying(file, protocol=4).dump(obj)
+    return chunks
 
 
 def throughput(port: int, payload: bytes, clients: int, seconds: float) -> dict[str, float]:
@@ -240,6 +300,7 @@ def main() -> int:
         keys = [(p, k, b) for b in (True, False) for k in (1, 2) for p in (4, 5)]
         cases = [Case(key, ports) for key in keys]
         run_rounds(cases, args.requests, args.warmup, args.rounds)
+        steps = decode_steps(keys, max(50, args.requests // 2))
         main_payload = pickle.dumps(request(keys[0]), protocol=4)
         scaling = [throughput(port, main_payload, n, args.seconds) for n in (1, 4, 16)]
     finally:
@@ -270,7 +331,7 @@ def main() -> int:
         "policy": "builtin:zero (100 x 14 actions)", "baseline": args.baseline,
         "requests_per_mode": args.requests, "rounds": args.rounds, "cases": rows,
         "target_ratio": TARGET, "server_meets_target": server_ok,
-        "client_meets_target": client_ok, "throughput": scaling,
+        "client_meets_target": client_ok, "steps_ms": steps, "throughput": scaling,
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
@@ -289,6 +350,12 @@ def main() -> int:
         print(line)
     print(f"server p50 / floor p50 <= {TARGET}: {'met' if server_ok else 'NOT met'} in every "
           f"case; PolicyClient / raw client <= {TARGET}: {'met' if client_ok else 'NOT met'}")
+    names = [k for k in steps[0] if k != "case"]
+    print("in-process p50 ms of each step, against what it replaced (taking turns)")
+    print(f"{'case':<36}" + "".join(f"{n:>{max(12, len(n) + 2)}}" for n in names))
+    for row in steps:
+        print(f"{row['case']:<36}" + "".join(f"{row[n]:>{max(12, len(n) + 2)}.3f}"
+                                             for n in names))
     print(f"{'clients':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}   ({cases[0].name})")
     for row in scaling:
         print(f"{row['clients']:<10}{row['req_per_s']:>10.1f}{row['p50_ms']:>9.3f}"
