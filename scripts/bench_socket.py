@@ -1,30 +1,42 @@
 #!/usr/bin/env python3
-"""Socket bridge benchmark: round-trip latency and throughput against the loopback floor.
+"""Socket bridge benchmark: round trips of what real clients send, against an honest floor.
 
     .venv/bin/python scripts/bench_socket.py                 # writes results/bench_socket.json
+    .venv/bin/python scripts/bench_socket.py --baseline main # + the server of another revision
 
-Measures, in one run, on 127.0.0.1:
-  * floor: a raw echo server (separate process, same framing) that sends the request bytes
-    back; the best any server could do for this payload;
-  * server: start_policy_server.py -m builtin:zero (separate process): safe decoding, engine
-    hand-off, reply encoding, with the zero-cost policy;
-  * client: the same through PolicyClient (client-side pickling and safe decoding included);
-  * throughput of the server with 1, 4 and 16 concurrent clients.
-The request is the guide's: one 3x480x640 uint8 camera and a 14-D float64 state. Target:
-server p50 within 1.5x of the floor p50.
+Measures, in one run, on 127.0.0.1, for each request case (pickle protocol 4 and 5, 1 and 2
+cameras of 3x480x640 uint8, batched state (1, 14) float32 / image (1, K, ...) as ILStudio's clients
+send, and unbatched state (14,) float64 / image (K, ...) as the guide's example):
+  * floor: a raw server (separate process, same framing, one reused buffer) that reads the
+    request and answers with as many bytes as this server's reply to it, without decoding
+    anything. (The earlier floor echoed the whole ~0.9 MB request back, which doubled its work
+    and flattered the ratio.)
+  * server: start_policy_server.py -m builtin:zero (separate process), sent the client's
+    `pickle.dumps(obs, protocol=P)` bytes;
+  * baseline (with --baseline REV): the same server from a checkout of REV, same interpreter;
+  * raw client: pre-pickled bytes in, reply bytes out, no decoding: the I/O of the exchange that
+    PolicyClient makes (its own portable protocol-4 pickle of the same observation);
+  * PolicyClient: the same exchange with its pickling and its safe decoding of the reply.
+Every mode of every case takes turns in `--rounds` blocks, so drift (other load, CPU placement)
+hits all alike; the ratios compare p50s from the same run. Targets: server / floor <= 1.5 and
+PolicyClient / raw client <= 1.5. Then throughput of the server with 1, 4 and 16 clients.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +46,28 @@ sys.path.insert(0, str(ROOT))
 
 from bench_harness import server_argv, start_process, write_result  # noqa: E402
 
+from policy_server_ros.policies.base import ActionSpec, PolicyOutput  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
 from socket_bridge.framing import read_frame, write_frame  # noqa: E402
-from socket_bridge.portable_pickle import dumps  # noqa: E402
+from socket_bridge.portable_pickle import dump_chunks, dumps  # noqa: E402
+from socket_bridge.reply_encoder import ReplyEncoder  # noqa: E402
+from socket_bridge.safe_unpickle import safe_loads  # noqa: E402
 from socket_bridge.wire_types import MetaObs  # noqa: E402
 
+TARGET = 1.5
 
-def serve_echo() -> None:
-    """Child-process mode: echo every frame back; print the port first."""
+
+def serve_floor() -> None:
+    """Child-process mode: the floor. A connection's first frame is the 4-byte size of the
+    reply to send for each later request; each request is read (not decoded) into one reused
+    buffer and answered with a reply of that size, prepared once."""
     listener = socket.create_server(("127.0.0.1", 0))
-    print(f"echo server on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    print(f"floor server on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
 
     def handle(conn: socket.socket) -> None:
-        # The floor: no decoding and no per-request allocation, one reused buffer.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buffer = memoryview(bytearray(64 << 20))
+        reply = None
         try:
             while True:
                 header = conn.recv(4, socket.MSG_WAITALL)
@@ -58,8 +77,11 @@ def serve_echo() -> None:
                 got = 0
                 while got < length:
                     got += conn.recv_into(buffer[got:length])
-                conn.sendall(header)
-                conn.sendall(buffer[:length])
+                if reply is None:  # the set-up frame
+                    (size,) = struct.unpack(">I", buffer[:4])
+                    reply = struct.pack(">I", size) + bytes(size)
+                    continue
+                conn.sendall(reply)
         finally:
             conn.close()
 
@@ -68,42 +90,139 @@ def serve_echo() -> None:
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def raw_latencies(ports: list[int], payload: bytes, count: int, warmup: int,
-                  rounds: int = 10) -> list[np.ndarray]:
-    """Round trips of pre-pickled bytes to each port, timed from first byte sent to last byte
-    received. The ports take turns in `rounds` blocks, so drift (other load, CPU placement)
-    affects floor and server alike."""
-    socks = [socket.create_connection(("127.0.0.1", port)) for port in ports]
-    times: list[list[float]] = [[] for _ in ports]
-    try:
-        for sock in socks:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for _ in range(warmup):
-                write_frame(sock, payload)
-                read_frame(sock, frame_timeout=30)
-        for _ in range(rounds):
-            for sock, out in zip(socks, times, strict=True):
-                for _ in range(max(1, count // rounds)):
-                    t0 = time.perf_counter()
-                    write_frame(sock, payload)
-                    read_frame(sock, frame_timeout=30)
-                    out.append(time.perf_counter() - t0)
-    finally:
-        for sock in socks:
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _raw_exchange(sock: socket.socket, payload: bytes) -> int:
+    write_frame(sock, payload)
+    return len(read_frame(sock, frame_timeout=30))
+
+
+def request(protocol_cameras_batched: tuple[int, int, bool]) -> MetaObs:
+    _, cameras, batched = protocol_cameras_batched
+    rng = np.random.default_rng(cameras)
+    if batched:  # ILStudio's own clients
+        return MetaObs(state=rng.uniform(-1, 1, (1, 14)).astype(np.float32),
+                       image=rng.integers(0, 256, (1, cameras, 3, 480, 640), dtype=np.uint8),
+                       raw_lang="pick up the cube")
+    return MetaObs(state=rng.uniform(-1, 1, 14),  # the guide's example
+                   image=rng.integers(0, 256, (cameras, 3, 480, 640), dtype=np.uint8),
+                   raw_lang="pick up the cube")
+
+
+class Case:
+    """One request shape and its connections: a list of (mode, timed exchange) pairs."""
+
+    def __init__(self, key: tuple[int, int, bool], ports: dict[str, int]) -> None:
+        protocol, cameras, batched = key
+        self.name = f"protocol {protocol}, {cameras} camera{'s' * (cameras > 1)}, " \
+                    f"{'batched' if batched else 'unbatched'}"
+        obs = request(key)
+        payload = pickle.dumps(obs, protocol=protocol)  # what the clients send
+        portable = dumps(obs)  # what PolicyClient sends for the same observation
+        self.request_bytes = len(payload)
+        server = _connect(ports["server"])
+        self.reply_bytes = _raw_exchange(server, payload)
+        floor = _connect(ports["floor"])
+        write_frame(floor, struct.pack(">I", self.reply_bytes))
+        client = PolicyClient("127.0.0.1", ports["server"])
+        client.connect()
+        raw_client = _connect(ports["server"])
+        self.sockets = [server, floor, raw_client]
+        self.client = client
+        self.modes: dict[str, Callable[[], object]] = {
+            "floor": lambda: _raw_exchange(floor, payload),
+            "server": lambda: _raw_exchange(server, payload),
+            "raw client": lambda: _raw_exchange(raw_client, portable),
+            "PolicyClient": lambda: client.send_meta_obs(obs),
+        }
+        if "baseline" in ports:
+            baseline = _connect(ports["baseline"])
+            self.sockets.append(baseline)
+            self.modes["baseline server"] = lambda: _raw_exchange(baseline, payload)
+        self.times: dict[str, list[float]] = {mode: [] for mode in self.modes}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        for sock in self.sockets:
             sock.close()
-    return [np.array(t) * 1e3 for t in times]
 
 
-def client_latencies(port: int, obs: MetaObs, count: int, warmup: int) -> np.ndarray:
-    with PolicyClient("127.0.0.1", port) as client:
-        times = []
-        for i in range(warmup + count):
-            t0 = time.perf_counter()
-            reply = client.send_meta_obs(obs)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-            assert reply, "server replied []"
-    return np.array(times) * 1e3
+def run_rounds(cases: list[Case], count: int, warmup: int, rounds: int) -> None:
+    """`count` timed exchanges per mode and case, in `rounds` blocks taking turns; each round
+    starts at another case and mode, so no mode always follows the same one."""
+    for case in cases:
+        for exchange in case.modes.values():
+            for _ in range(warmup):
+                exchange()
+    per_block = max(1, count // rounds)
+    for index in range(rounds):
+        for case in _rotated(cases, index):
+            for mode in _rotated(list(case.modes), index):
+                exchange, out = case.modes[mode], case.times[mode]
+                for _ in range(per_block):
+                    t0 = time.perf_counter()
+                    exchange()
+                    out.append(time.perf_counter() - t0)
+
+
+def _rotated(items: list, index: int) -> list:
+    start = index % len(items)
+    return items[start:] + items[:start]
+
+
+def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
+    """In-process, per request case, the two steps of this work, each against what it replaced,
+    taking turns: decoding the request and the server's reply (checked pure-Python decoder vs
+    the C fast path), and PolicyClient's pickling (array data copied vs sent from the array)."""
+    reply_batched = ReplyEncoder().encode(PolicyOutput(
+        np.zeros((1, 100, 14), np.float32), batched=True, spec=ActionSpec(14, 100)))
+    reply_single = ReplyEncoder().encode(PolicyOutput(
+        np.zeros((1, 100, 14), np.float32), batched=False, spec=ActionSpec(14, 100)))
+    rows = []
+    for key in keys:
+        obs = request(key)
+        data = pickle.dumps(obs, protocol=key[0])
+        reply = bytes(reply_batched if key[2] else reply_single)
+        steps = {
+            "request, checked": lambda d=data: safe_loads(d, fast_path=False),
+            "request, fast": lambda d=data: safe_loads(d),
+            "reply, checked": lambda r=reply: safe_loads(r, fast_path=False),
+            "reply, fast": lambda r=reply: safe_loads(r),
+            "reply, pickle.loads (unsafe)": lambda r=reply: pickle.loads(r),
+            "pickling, copied": lambda o=obs: _copying_dump(o),
+            "pickling, direct": lambda o=obs: dump_chunks(o),
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for step in steps.values():
+            step()  # the fast path learns the skeleton
+        for index in range(count):
+            for name in _rotated(list(steps), index):
+                t0 = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - t0)
+        name = f"protocol {key[0]}, {key[1]} camera{'s' * (key[1] > 1)}, " \
+               f"{'batched' if key[2] else 'unbatched'}"
+        rows.append({"case": name, **{k: float(np.median(v) * 1e3) for k, v in times.items()}})
+    return rows
+
+
+def _copying_dump(obj: object) -> list:
+    """PolicyClient's pickling before it sent arrays from their own memory: numpy's state,
+    with the data copied into a bytes object."""
+    class Copying(pickle.Pickler):
+        def reducer_override(self, value: object) -> object:
+            if type(value) is np.ndarray:
+                return np.empty, ((0,), value.dtype), value.__reduce__()[2]
+            return NotImplemented
+
+    chunks: list = []
+    file = type("Chunks", (), {"write": staticmethod(chunks.append)})()
+    Copying(file, protocol=4).dump(obj)
+    return chunks
 
 
 def throughput(port: int, payload: bytes, clients: int, seconds: float) -> dict[str, float]:
@@ -112,13 +231,11 @@ def throughput(port: int, payload: bytes, clients: int, seconds: float) -> dict[
     barrier = threading.Barrier(clients)
 
     def run(index: int) -> None:
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with _connect(port) as sock:
             barrier.wait()
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
-                write_frame(sock, payload)
-                read_frame(sock, frame_timeout=30)
+                _raw_exchange(sock, payload)
                 latencies[index].append(time.perf_counter() - t0)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
@@ -133,57 +250,113 @@ def throughput(port: int, payload: bytes, clients: int, seconds: float) -> dict[
             "p50_ms": float(np.percentile(flat, 50)), "p99_ms": float(np.percentile(flat, 99))}
 
 
-def stats(ms: np.ndarray) -> dict[str, float]:
+def stats(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "mean_ms": float(ms.mean()), "n": len(ms)}
 
 
+def baseline_server(revision: str, workdir: Path) -> list[str]:
+    """start_policy_server.py from a checkout of `revision`, run by this interpreter."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force",
+                    str(workdir), revision], check=True, capture_output=True)
+    argv = server_argv("-m", "builtin:zero")
+    argv[1] = str(workdir / "start_policy_server.py")
+    return argv
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="timed round trips per mode")
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput level")
+    parser.add_argument("--requests", type=int, default=400,
+                        help="timed round trips per mode and case")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="blocks the modes take turns in (default: one exchange per turn)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput level")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also measure the server of this git revision (e.g. main)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_socket.json")
-    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_echo:
-        serve_echo()
+    if args.serve_floor:
+        serve_floor()
         return 0
+    args.rounds = args.rounds or args.requests
 
-    rng = np.random.default_rng(0)
-    obs = MetaObs(state=rng.uniform(-1, 1, 14),
-                  image=rng.integers(0, 256, (1, 3, 480, 640), dtype=np.uint8),
-                  raw_lang="pick up the cube")
-    payload = dumps(obs)
-    echo, echo_port = start_process([sys.executable, __file__, "--serve-echo"],
-                                    r"echo server on .*:(\d+)")
-    server, port = start_process(server_argv("-m", "builtin:zero"))
+    procs = []
+    tmp = tempfile.TemporaryDirectory(prefix="bench_socket_")
+    workdir = Path(tmp.name) / "baseline"
+    cases: list[Case] = []
     try:
-        floor, served = map(stats, raw_latencies([echo_port, port], payload, args.requests,
-                                                 args.warmup))
-        client = stats(client_latencies(port, obs, args.requests, args.warmup))
-        scaling = [throughput(port, payload, n, args.seconds) for n in (1, 4, 16)]
+        floor, floor_port = start_process([sys.executable, __file__, "--serve-floor"],
+                                          r"floor server on .*:(\d+)")
+        procs.append(floor)
+        server, port = start_process(server_argv("-m", "builtin:zero"))
+        procs.append(server)
+        ports = {"floor": floor_port, "server": port}
+        if args.baseline:
+            base, ports["baseline"] = start_process(baseline_server(args.baseline, workdir))
+            procs.append(base)
+        keys = [(p, k, b) for b in (True, False) for k in (1, 2) for p in (4, 5)]
+        cases = [Case(key, ports) for key in keys]
+        run_rounds(cases, args.requests, args.warmup, args.rounds)
+        steps = decode_steps(keys, max(50, args.requests // 2))
+        main_payload = pickle.dumps(request(keys[0]), protocol=4)
+        scaling = [throughput(port, main_payload, n, args.seconds) for n in (1, 4, 16)]
     finally:
-        for proc in (server, echo):
+        for case in cases:
+            case.close()
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(workdir)], check=False, capture_output=True)
+        tmp.cleanup()
 
-    ratio = served["p50_ms"] / floor["p50_ms"]
+    rows = []
+    for case in cases:
+        row = {"case": case.name, "request_bytes": case.request_bytes,
+               "reply_bytes": case.reply_bytes,
+               **{mode: stats(times) for mode, times in case.times.items()}}
+        p50 = {mode: row[mode]["p50_ms"] for mode in case.modes}
+        row["server_over_floor"] = p50["server"] / p50["floor"]
+        row["client_over_raw_client"] = p50["PolicyClient"] / p50["raw client"]
+        if args.baseline:
+            row["baseline_over_floor"] = p50["baseline server"] / p50["floor"]
+        rows.append(row)
+    server_ok = all(r["server_over_floor"] <= TARGET for r in rows)
+    client_ok = all(r["client_over_raw_client"] <= TARGET for r in rows)
     result = {
-        "payload_bytes": len(payload), "policy": "builtin:zero (100 x 14 actions)",
-        "floor_echo": floor, "server_raw": served, "server_via_PolicyClient": client,
-        "p50_ratio_to_floor": ratio, "target_ratio": 1.5, "meets_target": ratio <= 1.5,
-        "throughput": scaling, "python": platform.python_version(),
+        "policy": "builtin:zero (100 x 14 actions)", "baseline": args.baseline,
+        "requests_per_mode": args.requests, "rounds": args.rounds, "cases": rows,
+        "target_ratio": TARGET, "server_meets_target": server_ok,
+        "client_meets_target": client_ok, "steps_ms": steps, "throughput": scaling,
+        "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
-    print(f"request: {len(payload):,} bytes (3x480x640 uint8 camera + 14-D state)")
-    print(f"{'mode':<34}{'p50 ms':>9}{'p99 ms':>9}")
-    for name, row in [("floor: raw loopback echo", floor), ("server, raw bytes", served),
-                      ("server, PolicyClient (pickling)", client)]:
-        print(f"{name:<34}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}")
-    print(f"server p50 / floor p50 = {ratio:.2f} (target <= 1.5: "
-          f"{'met' if ratio <= 1.5 else 'NOT met'})")
-    print(f"{'clients':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    modes = list(cases[0].modes)
+    print(f"p50 ms per mode ({args.requests} round trips each, {args.rounds} interleaved rounds)")
+    header = f"{'case':<36}{'req kB':>7}{'rep kB':>7}" + "".join(f"{m:>14}" for m in modes)
+    header += f"{'srv/floor':>10}{'cli/raw':>9}" + (f"{'base/floor':>11}" if args.baseline else "")
+    print(header)
+    for row in rows:
+        line = f"{row['case']:<36}{row['request_bytes'] / 1e3:>7.0f}" \
+               f"{row['reply_bytes'] / 1e3:>7.1f}"
+        line += "".join(f"{row[m]['p50_ms']:>14.3f}" for m in modes)
+        line += f"{row['server_over_floor']:>10.2f}{row['client_over_raw_client']:>9.2f}"
+        if args.baseline:
+            line += f"{row['baseline_over_floor']:>11.2f}"
+        print(line)
+    print(f"server p50 / floor p50 <= {TARGET}: {'met' if server_ok else 'NOT met'} in every "
+          f"case; PolicyClient / raw client <= {TARGET}: {'met' if client_ok else 'NOT met'}")
+    names = [k for k in steps[0] if k != "case"]
+    print("in-process p50 ms of each step, against what it replaced (taking turns)")
+    print(f"{'case':<36}" + "".join(f"{n:>{max(12, len(n) + 2)}}" for n in names))
+    for row in steps:
+        print(f"{row['case']:<36}" + "".join(f"{row[n]:>{max(12, len(n) + 2)}.3f}"
+                                             for n in names))
+    print(f"{'clients':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}   ({cases[0].name})")
     for row in scaling:
         print(f"{row['clients']:<10}{row['req_per_s']:>10.1f}{row['p50_ms']:>9.3f}"
               f"{row['p99_ms']:>9.3f}")

@@ -9,6 +9,7 @@ the same meaning, in every numpy since 1.x. It is the C pickler, so it stays fas
 from __future__ import annotations
 
 import pickle
+import threading
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,42 @@ PROTOCOL = 4
 _PORTABLE_SCALAR_KINDS = "biufc"  # bool, int, uint, float, complex: exact round trip via .item()
 
 
+# The C pickler writes a byte string of at least this size (its FRAME_SIZE_TARGET) to the file
+# as the object itself, outside its frames: such array data can be sent from the array's memory.
+_DIRECT_BYTES = 64 * 1024
+# Stand-ins for large array data, by size: a few distinct objects per size, since the pickler's
+# memo would write a repeated object as a reference. Only their identity is used, never content.
+_placeholders: dict[int, list[bytes]] = {}
+_placeholders_lock = threading.Lock()
+
+
+def _placeholder(size: int, index: int) -> bytes:
+    with _placeholders_lock:
+        pool = _placeholders.setdefault(size, [])
+        while len(pool) <= index:
+            if len(_placeholders) > 16:  # many sizes: start afresh rather than grow
+                _placeholders.clear()
+                _placeholders[size] = pool
+            pool.append(bytes(size))
+        return pool[index]
+
+
 class _PortablePickler(pickle.Pickler):
+    def __init__(self, file: Any, protocol: int) -> None:
+        super().__init__(file, protocol=protocol)
+        self.direct: dict[int, np.ndarray] = {}  # id(placeholder) -> the array it stands for
+        self._used: dict[int, int] = {}  # placeholders of each size used in this pickle
+
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is np.ndarray:
+            if obj.nbytes >= _DIRECT_BYTES and obj.flags.c_contiguous and not obj.dtype.hasobject:
+                # numpy's own state, (1, shape, dtype, is_fortran, data), without copying the
+                # data into a bytes object (0.9 MB per camera): dump_chunks sends the array.
+                index = self._used.get(obj.nbytes, 0)
+                self._used[obj.nbytes] = index + 1
+                data = _placeholder(obj.nbytes, index)
+                self.direct[id(data)] = obj
+                return np.empty, ((0,), obj.dtype), (1, obj.shape, obj.dtype, False, data)
             _, _, state = obj.__reduce__()
             return np.empty, ((0,), obj.dtype), state
         if isinstance(obj, np.generic) and obj.dtype.kind in _PORTABLE_SCALAR_KINDS \
@@ -40,11 +74,18 @@ class _Chunks(list):
     write = list.append
 
 
-def dump_chunks(obj: Any) -> list[bytes]:
+def dump_chunks(obj: Any) -> list[bytes | memoryview]:
     """The pickle of `obj` as the list of chunks the pickler wrote (their concatenation is
-    `dumps(obj)`); `write_frame` sends such a list without joining it."""
+    `dumps(obj)`); `write_frame` sends such a list without joining it. Large contiguous arrays
+    appear as views of their own memory: the list is valid while they are unchanged."""
     chunks = _Chunks()
-    _PortablePickler(chunks, protocol=PROTOCOL).dump(obj)
+    pickler = _PortablePickler(chunks, protocol=PROTOCOL)
+    pickler.dump(obj)
+    if pickler.direct:
+        for i, chunk in enumerate(chunks):
+            array = pickler.direct.get(id(chunk))
+            if array is not None:
+                chunks[i] = memoryview(array).cast("B")
     return chunks
 
 
