@@ -223,7 +223,10 @@ class PolicyServerNode(Node):
                                       f"untrained; its actions are not meant for a real robot.")
         options = LoadOptions(device=p["device"], dataset_id=p["dataset_id"],
                               min_std=p["min_std"], precision=p["precision"],
-                              compile=p["compile"])
+                              compile=p["compile"],
+                              seed=None if p["seed"] < 0 else p["seed"],
+                              num_inference_steps=p["num_inference_steps"],
+                              use_ema=p["use_ema"], replay_episode=p["replay_episode"])
         policy = load_policy(model, options)
         engine = InferenceEngine(policy, chunk_size=p["chunk_size"], max_batch=p["max_batch"])
         engine.wait_ready()
