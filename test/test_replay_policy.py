@@ -103,7 +103,7 @@ def test_unknown_policy_name_lists_every_supported_family(folder: Path) -> None:
         load_policy(folder, CPU)
     message = str(info.value)
     assert "\n" not in message
-    assert message.endswith("this server can load: act, mlp, replay")
+    assert message.endswith("this server can load: act, diffusion_policy, mlp, replay")
 
 
 def test_example_from_the_command_line(tmp_path: Path) -> None:

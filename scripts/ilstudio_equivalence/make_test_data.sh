@@ -30,3 +30,27 @@ rm -rf $g && mkdir -p $g
 "${ours[@]}" inputs $g/inputs.npz --state_dim 6 --cameras 2 --image 8x8 --seed 1
 "${orig[@]}" infer $g/checkpoint $g/inputs.npz $g/original_outputs.npz
 "${ours[@]}" compare $g/checkpoint $g/inputs.npz $g/original_outputs.npz
+
+# --- diffusion_policy ----------------------------------------------------------------------------
+# Listings (pytorch_model.bin in file order; ema_model.bin's shadow_params in order) and
+# config.json of the example's default sizes, saved by the original's DiffusionPolicyModel.
+"${orig[@]}" write-dp "$work/dp" --config '{"state_dim": 14, "action_dim": 14,
+  "camera_names": ["primary"], "image_sizes": ["(640, 480)"], "prediction_horizon": 16}'
+"${ours[@]}" keys "$work/dp/pytorch_model.bin" > $data/ilstudio_diffusion_policy_keys.tsv
+"${ours[@]}" keys "$work/dp/ema_model.bin" > $data/ilstudio_diffusion_policy_ema_keys.tsv
+cp "$work/dp/config.json" $data/ilstudio_diffusion_policy_config.json
+rm -rf "$work/dp"
+# Golden: the original's inference on the small example checkpoint THIS project writes (seed 0;
+# 720 MB, so it is rewritten by the test instead of committed): seeded noise, 10 steps with the
+# model's weights and 4 steps with the EMA weights.
+g=$data/golden/diffusion_policy
+rm -rf $g && mkdir -p $g
+.venv/bin/python -m policy_server_ros.example_checkpoint "$work/dp_small" \
+  --policy diffusion_policy --small --seed 0
+"${ours[@]}" inputs $g/inputs.npz --state_dim 14 --cameras 1 --image 64x64 --seed 2
+"${orig[@]}" infer "$work/dp_small" $g/inputs.npz $g/original_outputs_seed7_steps10.npz --seed 7
+"${orig[@]}" infer "$work/dp_small" $g/inputs.npz $g/original_outputs_seed3_steps4_ema.npz \
+  --seed 3 --steps 4 --ema
+"${ours[@]}" compare "$work/dp_small" $g/inputs.npz $g/original_outputs_seed7_steps10.npz --seed 7
+"${ours[@]}" compare "$work/dp_small" $g/inputs.npz $g/original_outputs_seed3_steps4_ema.npz \
+  --seed 3 --steps 4 --ema
