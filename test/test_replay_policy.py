@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PYTHON, REPO_ROOT, ServerProcess
 
 from benchmark.base import MetaObs
 from policy_server_ros import example_checkpoint
@@ -16,6 +18,7 @@ from policy_server_ros.engine import InferenceEngine
 from policy_server_ros.observation import ObservationError, as_batch
 from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
 from policy_server_ros.policies.replay.example import example_episode, write_example
+from socket_bridge.client import PolicyClient
 
 CPU = LoadOptions(device="cpu")
 
@@ -111,3 +114,20 @@ def test_example_from_the_command_line(tmp_path: Path) -> None:
                                     "--episodes", "3"]) == 0
     policy = load_policy(tmp_path / "r", LoadOptions(device="cpu", replay_episode=2))
     np.testing.assert_array_equal(_ask(policy, 0)[0], example_episode(2, 400)[:20])
+
+
+def test_served_over_tcp_with_the_episode_flag(folder: Path) -> None:
+    server = ServerProcess([PYTHON, str(REPO_ROOT / "start_policy_server.py"), "--host",
+                            "127.0.0.1", "--port", "0", "-m", str(folder), "--device", "cpu",
+                            "--replay_episode", "1"])
+    try:
+        port = server.port()
+        with PolicyClient("127.0.0.1", port) as client:
+            reply = client.send_meta_obs(MetaObs(state=np.zeros((1, 14)),
+                                                 timestep=np.array([[12]])))
+        actions = np.stack([step[0]["action"] for step in reply])
+        np.testing.assert_array_equal(actions, example_episode(1, 40)[12:17])
+        assert {step[0]["ctrl_type"] for step in reply} == {"abs"}
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    server.wait_for(r"Replaying episode 1 of .*40 actions of dimension 14, chunk 5")
