@@ -8,6 +8,7 @@ policy_server_ros, compared with the original's outputs (see original_side.py an
         [--seed 0] [--steps 10] [--ema]
 
     .venv/bin/python scripts/ilstudio_equivalence/compare.py keys WEIGHTS_FILE > listing.tsv
+    .venv/bin/python scripts/ilstudio_equivalence/compare.py replay DIR ORIGINAL.npz [--episode N]
 
 `keys` lists a weights file's tensors as `name<TAB>shape<TAB>dtype` (safetensors: sorted, as
 test/data/ilstudio_act_keys.tsv; pytorch_model.bin: in file order, which EMA weights follow;
@@ -95,6 +96,22 @@ def tensor_listing(path: Path) -> list[str]:
             for name, t in tensors.items()]
 
 
+def compare_replay(folder: Path, original: Path, episode: int) -> int:
+    """Ours answering timestep t, for every t, against the original's t-th call."""
+    theirs = np.load(original)["replies"]
+    policy = load_policy(folder, LoadOptions(device="cpu", replay_episode=episode))
+    obs = MetaObs(state=np.zeros((len(theirs), 14), np.float32),
+                  timestep=np.arange(len(theirs))[:, None])
+    mine = policy.predict(as_batch(obs)[0])
+    if mine.shape != theirs.shape:
+        print(f"{folder.name}: shape {mine.shape} != original {theirs.shape}")
+        return 1
+    worst = float(np.abs(mine.astype(np.float64) - theirs).max())
+    print(f"{folder.name} (replay, episode {episode}): max |delta| = {worst:.3g} over "
+          f"{len(theirs)} timesteps {'OK' if worst == 0 else 'FAIL'}")
+    return 0 if worst == 0 else 1
+
+
 def _hw(text: str) -> tuple[int, int]:
     h, _, w = text.partition("x")
     return int(h), int(w)
@@ -111,6 +128,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("keys")
     p.add_argument("weights", type=Path)
+    p = sub.add_parser("replay")
+    p.add_argument("folder", type=Path)
+    p.add_argument("original", type=Path)
+    p.add_argument("--episode", type=int, default=0)
     p = sub.add_parser("compare")
     p.add_argument("ckpt", type=Path)
     p.add_argument("inputs", type=Path)
@@ -123,6 +144,8 @@ def main() -> int:
     if args.command == "keys":
         print("\n".join(tensor_listing(args.weights)))
         return 0
+    if args.command == "replay":
+        return compare_replay(args.folder, args.original, args.episode)
     if args.command == "inputs":
         make_inputs(args.out, args.state_dim, args.cameras, args.image, args.seed)
         return 0

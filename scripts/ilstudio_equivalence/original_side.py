@@ -6,6 +6,7 @@
         /tmp/ilstudio-venv/bin/python original_side.py write-mlp OUT --config '{"state_dim": 4}'
     ... original_side.py write-dp OUT --config '{...}' --seed 0
     ... original_side.py infer CKPT INPUTS.npz OUT.npz [--seed S] [--steps N] [--ema]
+    ... original_side.py replay REPLAY_FOLDER OUT.npz [--episode N]
 
 `write-*` builds the model with ILStudio's own classes (policy.mlp.MLPPolicy,
 policy.diffusion_policy.DiffusionPolicyModel), perturbs its weights with a seeded generator (so
@@ -14,6 +15,9 @@ that biases and norms are not at their init values) and saves it with the model'
 them. `infer` is the original server's path: `load_normalizers`, `load_model_from_checkpoint`,
 `model.eval()`, `MetaPolicy(...).inference(MetaObs)`, with `torch.manual_seed(seed)` right before
 each call when --seed is given; it saves the denormalized, time-major reply as (B, T, A).
+`replay` feeds the original's policy/replay `Replay` model the chunks its EpisodicDataset would
+(actions[t : t + chunk], zero-padded past the end) with identity normalization, calls
+MetaPolicy.inference once per step t (its Replay counts calls) and saves the (T, chunk, A) replies.
 
 Only what cannot run on this machine is changed, from outside the original's files:
 * `.cuda()` / `.to('cuda')` (hard-coded in the original's Diffusion Policy) stay on the CPU;
@@ -25,7 +29,9 @@ Only what cannot run on this machine is changed, from outside the original's fil
 * a bug of the original: MLPPolicy._init_weights(self) takes no module, but transformers 4.45.2
   (the version the original pins) calls `_init_weights(module)` inside `from_pretrained`, so
   ILStudio cannot load its own MLP checkpoints (TypeError). The call transformers makes before
-  loading the weights is made a no-op; every weight then comes from the checkpoint.
+  loading the weights is made a no-op; every weight then comes from the checkpoint;
+* another: policy/replay imports EpisodicDataset from data_utils.utils, which no longer has it;
+  the name is set to None so that the module (whose Replay class never uses it) imports.
 """
 
 from __future__ import annotations
@@ -165,6 +171,34 @@ def infer(ckpt: Path, inputs: Path, out: Path, seed: int | None, steps: int, ema
     print(f"original: {len(results)} cases -> {out}")
 
 
+def replay(folder: Path, out: Path, episode: int) -> None:
+    import data_utils.utils
+    from benchmark.base import MetaObs, MetaPolicy
+    from data_utils.normalize import Identity
+
+    # policy/replay imports EpisodicDataset from data_utils.utils, which no longer defines it
+    # (an ImportError in the original); the Replay class itself never uses it.
+    data_utils.utils.EpisodicDataset = None
+    from policy.replay import Replay
+
+    config = json.loads((folder / "config.json").read_text())
+    actions = np.load(folder / "actions.npz")[f"episode_{episode}"].astype(np.float32)
+    steps, chunk = actions.shape[0], config["chunk_size"]
+    padded = np.concatenate([actions, np.zeros((chunk, actions.shape[1]), np.float32)])
+    chunks = [torch.from_numpy(padded[t:t + chunk]) for t in range(steps)]
+    space, kind = config["ctrl_space"], config["ctrl_type"]
+    model = Replay(chunks, ctrl_type=kind, ctrl_space=space)
+    policy = MetaPolicy(policy=model, chunk_size=100000, action_normalizer=Identity(kind, space),
+                        state_normalizer=Identity(kind, space), ctrl_space=space, ctrl_type=kind)
+    replies = []
+    for _ in range(steps):
+        reply = policy.inference(MetaObs(state=np.zeros((1, 14), np.float32)))
+        # A (chunk, A) answer is not "chunked" to MetaPolicy: one step whose row holds the chunk.
+        replies.append(np.stack([np.asarray(item["action"]) for item in reply[0]]))
+    np.savez(out, replies=np.stack(replies))
+    print(f"original replay: {steps} steps -> {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,7 +215,14 @@ def main() -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--ema", action="store_true")
+    p = sub.add_parser("replay")
+    p.add_argument("folder", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--episode", type=int, default=0)
     args = parser.parse_args()
+    if args.command == "replay":
+        replay(args.folder, args.out, args.episode)
+        return 0
     if args.command == "infer":
         infer(args.ckpt, args.inputs, args.out, args.seed, args.steps, args.ema)
         return 0
