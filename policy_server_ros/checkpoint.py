@@ -6,7 +6,7 @@
       checkpoint-5000/                     one saved step (or the files directly in run/)
         policy_metadata.json               {"policy_module": "policy.act", "policy_name": "act"}
         config.json                        model hyperparameters
-        model.safetensors                  weights
+        model.safetensors                  weights (ACT, MLP; Diffusion Policy: pytorch_model.bin)
 
 normalize.json is looked up in the parent folder first, then the folder itself, so
 `run/checkpoint-N` finds `run/normalize.json`; the stats pickle is looked up beside the
@@ -78,7 +78,14 @@ class Checkpoint:
     policy_name: str
     metadata: dict[str, Any]
     config: dict[str, Any]
-    weights: Path
+    weights: Path  # model.safetensors; families that store weights otherwise ignore it
+
+    def require(self, name: str | Path) -> Path:
+        """The file `name` of this folder, or a CheckpointError naming it."""
+        path = self.path / name
+        if not path.is_file():
+            raise CheckpointError(f"{self.path} has no {name}")
+        return path
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -112,10 +119,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     config = _read_json(config_path, "model config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path} must hold a JSON object")
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{folder} has no {WEIGHTS}")
-    return Checkpoint(folder, name, metadata, config, weights)
+    return Checkpoint(folder, name, metadata, config, folder / WEIGHTS)
 
 
 def _search_folders(folder: Path) -> list[Path]:

@@ -1,7 +1,12 @@
-"""Write an example ACT checkpoint in ILStudio's layout: the server's embedded default.
+"""Write an example checkpoint in ILStudio's layout (ACT: the server's embedded default).
 
     python -m policy_server_ros.example_checkpoint     # into the cache directory (below)
     python -m policy_server_ros.example_checkpoint /tmp/tiny --small --cameras 2
+    python -m policy_server_ros.example_checkpoint /tmp/dp --policy diffusion_policy --cameras 2
+    python -m policy_server_ros.example_checkpoint /tmp/mlp --policy mlp        # also: replay
+
+Other families (`--policy mlp|diffusion_policy|replay`) are written by their own
+`policies/<family>/example.py`, each documenting its sizes.
 
 The model has the ALOHA sim transfer-cube hyperparameters (ResNet-18, hidden 512, 4 encoder and
 7 decoder layers, chunk 100, 14-D state and action, one 480x640 camera) and deterministic seeded
@@ -107,9 +112,29 @@ def _seeded_weights(config: ACTConfig, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in state.items()}
 
 
+def write_training_files(out: Path, policy_name: str, state_dim: int, action_dim: int,
+                         norm: str = "zscore") -> None:
+    """What training writes beside the weights: policy_metadata.json, normalize.json and the
+    statistics pickle (ALOHA-like joint statistics, see aloha_stats)."""
+    (out / METADATA).write_text(json.dumps({"policy_module": f"policy.{policy_name}",
+                                            "policy_name": policy_name}, indent=2))
+    (out / NORMALIZE).write_text(json.dumps({
+        "version": "2.0",
+        "datasets": [{"dataset_id": DATASET_ID, "ctrl_space": CTRL_SPACE,
+                      "ctrl_type": CTRL_TYPE}],
+        "state": {DATASET_ID: norm},
+        "action": {DATASET_ID: norm},
+    }, indent=2))
+    stats = aloha_stats(state_dim)
+    if action_dim != state_dim:
+        stats["action"] = aloha_stats(action_dim)["action"]
+    with open(out / f"{DATASET_ID}_stats_{CTRL_SPACE}_{CTRL_TYPE}.pkl", "wb") as f:
+        pickle.dump(stats, f)
+
+
 def write_example_checkpoint(out: str | Path, config: ACTConfig = ALOHA_CONFIG,
                              seed: int = 0) -> Path:
-    """Write a complete checkpoint (flat: normalize.json and stats in the same folder)."""
+    """Write a complete ACT checkpoint (flat: normalize.json and stats in the same folder)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file  # noqa: PLC0415
@@ -117,18 +142,7 @@ def write_example_checkpoint(out: str | Path, config: ACTConfig = ALOHA_CONFIG,
     save_file(_seeded_weights(config, seed), str(out / WEIGHTS),
               metadata={"format": "pt", "note": "untrained example weights"})
     (out / CONFIG).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    (out / METADATA).write_text(json.dumps({"policy_module": "policy.act",
-                                            "policy_name": "act"}, indent=2))
-    (out / NORMALIZE).write_text(json.dumps({
-        "version": "2.0",
-        "datasets": [{"dataset_id": DATASET_ID, "ctrl_space": CTRL_SPACE,
-                      "ctrl_type": CTRL_TYPE}],
-        "state": {DATASET_ID: "zscore"},
-        "action": {DATASET_ID: "zscore"},
-    }, indent=2))
-    stats = aloha_stats(config.state_dim)
-    with open(out / f"{DATASET_ID}_stats_{CTRL_SPACE}_{CTRL_TYPE}.pkl", "wb") as f:
-        pickle.dump(stats, f)
+    write_training_files(out, "act", config.state_dim, config.action_dim)
     return out
 
 
@@ -152,22 +166,47 @@ def ensure_example_checkpoint(path: str | Path | None = None) -> Path:
     return path
 
 
+def _image_hw(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    return int(height), int(width)
+
+
+# --policy: the module under policies/ whose `example.write_example` writes that family.
+FAMILIES = ("act", "mlp", "diffusion_policy", "replay")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("out", type=Path, nargs="?",
                         default=cache_dir() / EXAMPLE_CHECKPOINT.name,
                         help=f"folder to write (default: %(default)s; {CACHE_ENV} sets the "
                              f"cache directory)")
+    parser.add_argument("--policy", choices=FAMILIES, default="act",
+                        help="policy family to write (default: act)")
     parser.add_argument("--small", action="store_true", help="a tiny model for tests")
-    parser.add_argument("--cameras", type=int, default=1, help="cameras (default: 1)")
+    parser.add_argument("--cameras", type=int, default=None,
+                        help="cameras (default: 1; mlp: 0, state only)")
+    parser.add_argument("--image", type=_image_hw, default=None, metavar="HxW",
+                        help="image size the mlp or diffusion_policy is trained for "
+                             "(default: 480x640; --small: 64x64)")
+    parser.add_argument("--episodes", type=int, default=2, help="replay: episodes (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     args = parser.parse_args(argv)
-    if args.cameras < 1:
-        parser.error("--cameras must be >= 1")
-    config = small_config(args.cameras) if args.small else ACTConfig(
-        camera_names=small_config(args.cameras).camera_names, extra=_ILSTUDIO_EXTRA)
-    out = write_example_checkpoint(args.out, config, args.seed)
-    print(f"wrote {'small ' if args.small else ''}example ACT checkpoint to {out}")
+    cameras = (0 if args.policy == "mlp" else 1) if args.cameras is None else args.cameras
+    if cameras < (1 if args.policy == "act" else 0) or args.episodes < 1:
+        parser.error("--cameras must be >= 1 for act (>= 0 otherwise) and --episodes >= 1")
+    if args.policy == "act":
+        config = small_config(cameras) if args.small else ACTConfig(
+            camera_names=small_config(cameras).camera_names, extra=_ILSTUDIO_EXTRA)
+        out = write_example_checkpoint(args.out, config, args.seed)
+    else:
+        import importlib  # noqa: PLC0415
+
+        family = importlib.import_module(f"policy_server_ros.policies.{args.policy}.example")
+        image = args.image or ((64, 64) if args.small else (480, 640))
+        out = family.write_example(args.out, small=args.small, cameras=cameras, image_hw=image,
+                                   seed=args.seed, episodes=args.episodes)
+    print(f"wrote {'small ' if args.small else ''}example {args.policy} checkpoint to {out}")
     return 0
 
 

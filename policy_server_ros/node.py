@@ -295,7 +295,10 @@ class PolicyServerWork(Node):
                                           f"robot.")
             policy = load_policy(model, LoadOptions(
                 device=p["device"], dataset_id=p["dataset_id"], min_std=p["min_std"],
-                precision=p["precision"], compile=p["compile"]))
+                precision=p["precision"], compile=p["compile"],
+                seed=None if p["seed"] < 0 else p["seed"],
+                num_inference_steps=p["num_inference_steps"], use_ema=p["use_ema"],
+                replay_episode=p["replay_episode"]))
         except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
                 OSError) as exc:  # a bad checkpoint, device or option: say which, one line
             raise StartupError(str(exc)) from exc

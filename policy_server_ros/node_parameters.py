@@ -60,6 +60,14 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("compile", False, "torch.compile the model (slow start)"),
     _p("min_std", 1e-6, "zscore's smallest std (0.01 for checkpoints trained before Nov 2025)",
        min=1e-12, max=1.0),
+    _p("seed", -1, "diffusion_policy: seed of the initial noise, set before every inference "
+       "(reproducible actions); -1 = fresh noise each call", min=-1, max=2**31 - 1),
+    _p("num_inference_steps", 10, "diffusion_policy: DDIM denoising steps (ILStudio's loader "
+       "uses 10)", min=1, max=10000),
+    _p("use_ema", False, "diffusion_policy: serve the EMA weights of ema_model.bin (ILStudio's "
+       "using_ema)"),
+    _p("replay_episode", 0, "replay: which episode_<n> of actions.npz to serve", min=0,
+       max=1000000),
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
     # Inputs.

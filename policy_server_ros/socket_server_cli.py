@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
                          type=_number(float, 0, 1, low_open=True), default=DEFAULT_MIN_STD,
                          help="zscore's smallest std; ILStudio used 0.01 before mid-November "
                               "2025 (default: %(default)s)")
+    family = parser.add_argument_group("policy families")
+    family.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=None,
+                        help="diffusion_policy: seed of the initial noise, set before every "
+                             "inference (reproducible actions; default: fresh noise each call)")
+    family.add_argument("--num_inference_steps", type=_number(int, 1, 10000), default=10,
+                        help="diffusion_policy: DDIM denoising steps (default: %(default)s, as "
+                             "ILStudio's loader)")
+    family.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=False,
+                        help="diffusion_policy: serve ema_model.bin's EMA weights (default: off)")
+    family.add_argument("--replay_episode", type=_number(int, 0, 1_000_000), default=0,
+                        help="replay: which episode_<n> of actions.npz to serve (default: 0)")
     runtime.add_argument("--max_batch", type=_number(int, 1, 1024), default=8,
                          help="most observations per forward pass; 1 disables batching "
                               "(default: %(default)s)")
@@ -204,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "are not meant for a real robot. Pass -m to serve your own.")
         options = LoadOptions(device=args.device, dataset_id=args.dataset_id,
                               min_std=args.min_std, precision=args.precision,
-                              compile=args.compile, warmup_image_hw=args.warmup_image_size)
+                              compile=args.compile, warmup_image_hw=args.warmup_image_size,
+                              seed=args.seed, num_inference_steps=args.num_inference_steps,
+                              use_ema=args.use_ema, replay_episode=args.replay_episode)
         policy = load_policy(args.model_name_or_path, options)
         engine = InferenceEngine(policy, chunk_size=args.chunk_size, max_batch=args.max_batch,
                                  max_wait_ms=args.max_wait_ms)

@@ -103,7 +103,22 @@ FLAG_CASES = [
     ("--inference_timeout", "inf", "must be a number in (0, 3600]"),
     ("--warmup_image_size", "0x640", "must be HxW with H, W in [1, 8192]"),
     ("--device", "gpu", "must be cpu, cuda or cuda:N"),
+    ("--seed", "-1", "must be an integer in [0, 2147483647]"),
+    ("--num_inference_steps", "0", "must be an integer in [1, 10000]"),
+    ("--replay_episode", "-1", "must be an integer in [0, 1000000]"),
 ]
+
+
+def test_the_flag_sweep_covers_every_flag_that_takes_a_value() -> None:
+    from policy_server_ros.socket_server_cli import build_parser
+
+    # Free text (paths, names, addresses) or choices argparse checks itself.
+    free = {"--config", "--host", "--model_name_or_path", "--dataset_id", "--auth_token_file",
+            "--precision", "--log_level"}
+    flags = {action.option_strings[0] for action in build_parser()._actions
+             if action.option_strings and action.nargs is None and action.const is None
+             and action.option_strings[0] not in ("--help",)}
+    assert flags - free - {"--compile", "--use_ema"} == {flag for flag, _, _ in FLAG_CASES}
 
 
 def test_every_bad_flag_is_one_line_and_exit_2(capsys) -> None:

@@ -42,12 +42,23 @@ class LoadOptions:
     precision: str = "fp32"
     compile: bool = False
     warmup_image_hw: tuple[int, int] = (480, 640)
+    # Diffusion Policy: the initial noise's seed (None: fresh noise every call), denoising steps
+    # (the original's loader always sets 10), and whether to serve ema_model.bin's weights.
+    seed: int | None = None
+    num_inference_steps: int = 10
+    use_ema: bool = False
+    # replay: which recorded episode to serve.
+    replay_episode: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.min_std > 0:
             raise ValueError(f"min_std must be > 0, got {self.min_std}")
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.replay_episode < 0:
+            raise ValueError(f"replay_episode must be >= 0, got {self.replay_episode}")
 
 
 class Policy(ABC):
@@ -64,6 +75,8 @@ class Policy(ABC):
     default_reply_steps: int | None = None
     # Cameras the policy was trained with, in order (None: it takes any number, or none).
     camera_names: tuple[str, ...] | None = None
+    # Seconds between consecutive actions when the checkpoint says (replay's period), else None.
+    action_period: float | None = None
 
     def preprocess(self, batch: MetaObs) -> Any:
         return batch

@@ -72,6 +72,13 @@ def load_weights_strict(module: torch.nn.Module, path: Path, *, prefix: str = ""
     state = {k[len(prefix):]: v for k, v in tensors.items()}
     if ignore is not None:
         state = {k: v for k, v in state.items() if not ignore.match(k)}
+    load_state_strict(module, state, path)
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor],
+                      path: Path) -> None:
+    """Load `state` (read from `path`) into `module`: every tensor accounted for, or a
+    WeightsMismatchError naming the missing, unexpected and wrongly shaped ones."""
     expected = module.state_dict()
     problems = []
     missing = expected.keys() - state.keys()

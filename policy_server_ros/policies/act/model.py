@@ -17,6 +17,7 @@ Two behaviours of the original are reproduced on purpose:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -50,17 +51,21 @@ def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    """torchvision's ResNet basic block; `norm` builds its normalization layers (ACT keeps
+    frozen batch norm, Diffusion Policy group norm)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1,
+                 norm: Callable[[int], nn.Module] = FrozenBatchNorm2d) -> None:
         super().__init__()
         self.conv1 = _conv3x3(c_in, c_out, stride)
-        self.bn1 = FrozenBatchNorm2d(c_out)
+        self.bn1 = norm(c_out)
         self.conv2 = _conv3x3(c_out, c_out)
-        self.bn2 = FrozenBatchNorm2d(c_out)
+        self.bn2 = norm(c_out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or c_in != c_out:
             self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                            FrozenBatchNorm2d(c_out))
+                                            norm(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)

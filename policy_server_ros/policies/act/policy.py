@@ -13,7 +13,7 @@ import re
 import numpy as np
 import torch
 
-from policy_server_ros.checkpoint import Checkpoint, DatasetNorm, load_dataset_norm
+from policy_server_ros.checkpoint import WEIGHTS, Checkpoint, DatasetNorm, load_dataset_norm
 from policy_server_ros.observation import ObservationError
 from policy_server_ros.policies.act.config import ACTConfig
 from policy_server_ros.policies.act.model import DETRVAE
@@ -88,7 +88,7 @@ def load_checkpoint(checkpoint: Checkpoint, options: LoadOptions) -> ACTPolicy:
                              config.action_dim, options.min_std)
     device = resolve_device(options.device)
     model = DETRVAE(config)
-    load_weights_strict(model, checkpoint.weights, prefix="model.",
+    load_weights_strict(model, checkpoint.require(WEIGHTS), prefix="model.",
                         ignore=_unused_decoder_layers(config))
     reply_steps = config.chunk_size if 0 < config.chunk_size <= config.num_queries else None
     log.info("Loaded ACT from %s: %d camera(s) %s, state %d, action %d, chunk %d, dataset %s "
