@@ -3,6 +3,8 @@ actions denormalized on the way out, one device, and honest timing on CUDA."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -30,6 +32,14 @@ class NormalizedTorchPolicy(Policy):
         self.state_dim = state_dim
         model = model.eval().to(device)
         self.model = torch.compile(model) if options.compile else model
+
+    @staticmethod
+    def action_spec(config: Any, norm: DatasetNorm, chunk_size: int) -> ActionSpec:
+        """The actions' convention: action_dim from the config, ctrl_space/ctrl_type from the
+        normalization entry (as the original reads them), gripper_continuous if configured."""
+        return ActionSpec(action_dim=config.action_dim, chunk_size=chunk_size,
+                          ctrl_space=norm.ctrl_space, ctrl_type=norm.ctrl_type,
+                          gripper_continuous=bool(config.extra.get("gripper_continuous", False)))
 
     def state_tensor(self, batch: MetaObs) -> torch.Tensor:
         """MetaObs.state (B, state_dim), normalized as in training, on the device."""

@@ -27,7 +27,7 @@ import torch
 
 from policy_server_ros.checkpoint import Checkpoint, CheckpointError, DatasetNorm, load_dataset_norm
 from policy_server_ros.observation import ObservationError
-from policy_server_ros.policies.base import ActionSpec, LoadOptions
+from policy_server_ros.policies.base import LoadOptions
 from policy_server_ros.policies.diffusion_policy.config import DiffusionPolicyConfig
 from policy_server_ros.policies.diffusion_policy.ddim import DDIMSampler
 from policy_server_ros.policies.diffusion_policy.model import DiffusionPolicyNetwork
@@ -96,10 +96,9 @@ class DiffusionPolicy(NormalizedTorchPolicy):
                  options: LoadOptions) -> None:
         config = model.config
         self.config = config
-        spec = ActionSpec(action_dim=config.action_dim, chunk_size=config.prediction_horizon,
-                          ctrl_space=norm.ctrl_space, ctrl_type=norm.ctrl_type,
-                          gripper_continuous=bool(config.extra.get("gripper_continuous", False)))
-        super().__init__(model, norm, device, options, spec=spec, state_dim=config.state_dim)
+        super().__init__(model, norm, device, options,
+                         spec=self.action_spec(config, norm, config.prediction_horizon),
+                         state_dim=config.state_dim)
         self.camera_names = config.camera_names
         self.seed = options.seed
         self.sampler = DDIMSampler(config, options.num_inference_steps, device)

@@ -13,7 +13,7 @@ import torch
 
 from policy_server_ros.checkpoint import WEIGHTS, Checkpoint, DatasetNorm, load_dataset_norm
 from policy_server_ros.observation import ObservationError
-from policy_server_ros.policies.base import ActionSpec, LoadOptions
+from policy_server_ros.policies.base import LoadOptions
 from policy_server_ros.policies.mlp.model import MLPConfig, MLPNetwork
 from policy_server_ros.policies.torch_policy import NormalizedTorchPolicy
 from policy_server_ros.policies.torch_runtime import autocast, load_weights_strict, resolve_device
@@ -29,10 +29,9 @@ class MLPPolicy(NormalizedTorchPolicy):
                  options: LoadOptions) -> None:
         config = model.config
         self.config = config
-        spec = ActionSpec(action_dim=config.action_dim, chunk_size=config.chunk_size,
-                          ctrl_space=norm.ctrl_space, ctrl_type=norm.ctrl_type,
-                          gripper_continuous=bool(config.extra.get("gripper_continuous", False)))
-        super().__init__(model, norm, device, options, spec=spec, state_dim=config.state_dim)
+        super().__init__(model, norm, device, options,
+                         spec=self.action_spec(config, norm, config.chunk_size),
+                         state_dim=config.state_dim)
 
     def preprocess(self, batch: MetaObs) -> tuple[torch.Tensor, torch.Tensor | None]:
         state = self.state_tensor(batch)
