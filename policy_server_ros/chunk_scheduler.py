@@ -21,7 +21,7 @@ largest delta (delta actions), then lower/upper bounds on the values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,10 +87,13 @@ class SchedulerConfig:
         object.__setattr__(self, "upper_array", upper)
         object.__setattr__(self, "max_step_array", max_step)
 
-    def check_dim(self, action_dim: int) -> None:
-        """ValueError unless every limit has one value or `action_dim` values."""
-        for name, array in (("lower", self.lower_array), ("upper", self.upper_array),
-                            ("max_step", self.max_step_array)):
+    def check_dim(self, action_dim: int, names: Mapping[str, str] | None = None) -> None:
+        """ValueError unless every limit has one value or `action_dim` values; `names` says
+        what the caller calls the limits (e.g. their parameter names)."""
+        names = names or {}
+        for field_name, array in (("lower", self.lower_array), ("upper", self.upper_array),
+                                  ("max_step", self.max_step_array)):
+            name = names.get(field_name, field_name)
             if array is not None and array.size not in (1, action_dim):
                 raise ValueError(f"{name} has {array.size} values; give 1 or one per action "
                                  f"dimension ({action_dim})")
