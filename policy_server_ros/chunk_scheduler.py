@@ -178,6 +178,11 @@ class ChunkScheduler:
         self.counts.chunks += 1
         return True
 
+    def covers(self, now_ns: int) -> bool:
+        """Whether some chunk has an action for `now_ns` (else step() holds or gives None)."""
+        return any(0 <= self._index(start, now_ns) < actions.shape[0]
+                   for start, actions in self._chunks)
+
     def step(self, now_ns: int) -> Command | None:
         """The command for control time `now_ns`, or None (no chunk yet, or the hold ran
         out)."""
