@@ -79,8 +79,8 @@ def chunk_to_array(msg: ActionChunk) -> np.ndarray:
     return np.frombuffer(msg.actions, np.float32).reshape(msg.num_steps, msg.action_dim)
 
 
-COMMAND_TYPES: dict[str, type] = {"float64_multi_array": Float64MultiArray,
-                                  "joint_state": JointState, "joint_trajectory": JointTrajectory}
+COMMAND_TYPES: dict[str, type] = {"float64_array": Float64MultiArray, "joint_state": JointState,
+                                  "joint_trajectory": JointTrajectory}
 
 
 def command_message(command_type: str, action: np.ndarray, joint_names: Sequence[str],
@@ -90,7 +90,7 @@ def command_message(command_type: str, action: np.ndarray, joint_names: Sequence
     (forward_command_controller), JointState positions stamped with the control time, or a
     one-point JointTrajectory reached `period_s` after the controller receives it."""
     values = array.array("d", np.ascontiguousarray(action, np.float64).tobytes())
-    if command_type == "float64_multi_array":
+    if command_type == "float64_array":
         return Float64MultiArray(data=values)
     if command_type == "joint_state":
         msg = JointState(name=list(joint_names), position=values)

@@ -28,7 +28,6 @@ class Stats:
         self.failures = 0
         self.trajectories_refused = 0
         self.trajectories_past = 0  # published with an end already past
-        self.chunks_not_commanded = 0  # convention changed since the commands were set up
 
     def counters(self) -> dict[str, int]:
         with self.lock:
@@ -37,8 +36,7 @@ class Stats:
                     "non-finite chunks not published": self.non_finite,
                     "inference failures": self.failures,
                     "trajectories refused (not joint/abs)": self.trajectories_refused,
-                    "trajectories ending in the past": self.trajectories_past,
-                    "chunks not commanded (convention changed)": self.chunks_not_commanded}
+                    "trajectories ending in the past": self.trajectories_past}
 
 
 class InputRates:

@@ -47,16 +47,14 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from policy_server_ros.action_messages import (
-    COMMAND_TYPES,
     action_chunk,
-    command_message,
     joint_trajectory,
     overdue_s,
     trajectory_stamp_ns,
 )
 from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
-from policy_server_ros.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from policy_server_ros.command_stream import CommandStream
 from policy_server_ros.diagnostics import InputRates, Stats, inference_status
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
 from policy_server_ros.inputs import InputTopic, ParameterError, assembler_config, input_topics
@@ -90,9 +88,6 @@ _QOS = {
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL),
 }
-# Commands: reliable (a controller's default subscription matches), and only the newest matters.
-_COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                          reliability=ReliabilityPolicy.RELIABLE)
 
 
 # Lets a params file set qos_overrides./<topic>.subscription.{reliability,depth,...} per input
@@ -136,12 +131,7 @@ class PolicyServerWork(Node):
         self.chunk_pub: Publisher | None = None
         self.trajectory_pub: Publisher | None = None
         self.diagnostics_pub: Publisher | None = None
-        self.command_pub: Publisher | None = None
-        # The per-step commands (command_mode != off); its lock: chunks arrive from results,
-        # steps from the command timer.
-        self.scheduler: ChunkScheduler | None = None
-        self._scheduled_spec: ActionSpec | None = None
-        self._command_lock = threading.Lock()
+        self.commands: CommandStream | None = None  # execution_mode != none
         self._server_services: list[Service] = []
         self._active_handles: list[Subscription | Timer] = []
         self.active = False
@@ -165,15 +155,15 @@ class PolicyServerWork(Node):
         engine = self._start_engine()
         try:
             self._check_fits(engine.policy.spec, engine.policy.camera_names)
-            scheduler = self._make_scheduler(engine.policy.spec)
+            self.commands = None if p["execution_mode"] == "none" \
+                else CommandStream(self, p, engine.policy.spec)
+        except ValueError as exc:  # the command stream's parameters do not fit the policy
+            engine.close()
+            raise StartupError(str(exc)) from exc
         except StartupError:
             engine.close()
             raise
         self.engine, self.assembler = engine, assembler
-        self.scheduler, self._scheduled_spec = scheduler, engine.policy.spec
-        self.command_pub = self.create_publisher(
-            COMMAND_TYPES[p["command_type"]], p["command_topic"], _COMMAND_QOS) \
-            if scheduler is not None else None
         self.topics = {spec.name: self.resolve_topic_name(spec.topic)
                        for spec in input_topics(p)}
         self.chunk_pub = self.create_publisher(ActionChunk, p["action_topic"], 10)
@@ -194,10 +184,8 @@ class PolicyServerWork(Node):
         if p["inference_rate"] > 0:
             self._active_handles.append(self.create_timer(1.0 / p["inference_rate"],
                                                           self._try_infer))
-        if self.scheduler is not None:
-            # On the node's clock, as every timer here: sim time when use_sim_time is set.
-            self._active_handles.append(self.create_timer(p["action_period"],
-                                                          self._publish_command))
+        if self.commands is not None:
+            self._active_handles.append(self.commands.start_timer())
         bridge: PolicySocketServer | None = None
         if p["socket_bridge_enabled"]:
             try:
@@ -222,18 +210,19 @@ class PolicyServerWork(Node):
         self.bridge_supervisor.bridge = None
         with self._lock:
             self._pending = None
-        self._reset_commands()  # a new activation starts without old chunks
+        if self.commands is not None:
+            self.commands.reset()  # a new activation starts without old chunks
 
     def cleanup_work(self) -> None:
         """Free the model (and its device memory), the publishers and the services."""
-        for publisher in (self.chunk_pub, self.trajectory_pub, self.diagnostics_pub,
-                          self.command_pub):
+        for publisher in (self.chunk_pub, self.trajectory_pub, self.diagnostics_pub):
             if publisher is not None:
                 self.destroy_publisher(publisher)
         for service in self._server_services:
             self.destroy_service(service)
-        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = self.command_pub = None
-        self.scheduler = None
+        if self.commands is not None:
+            self.commands.destroy()
+        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = self.commands = None
         self._server_services = []
         if self.engine is not None:
             self.engine.close()  # closes the policy, which releases the model
@@ -267,41 +256,10 @@ class PolicyServerWork(Node):
                                f"{spec.ctrl_space}/{spec.ctrl_type}; leave action_joint_names "
                                f"empty (ActionChunk carries the convention) or serve a "
                                f"joint/abs policy")
-        by_name = p["command_mode"] != "off" and p["command_type"] != "float64_multi_array"
-        if by_name and (not joint_names or not _absolute_joint_targets(spec)):
-            raise StartupError(f"command_type {p['command_type']} sends absolute joint "
-                               f"positions by name: it needs action_joint_names and a "
-                               f"joint/abs policy (this one: {spec.ctrl_space}/"
-                               f"{spec.ctrl_type}); use command_type float64_multi_array "
-                               f"otherwise")
         if cameras is not None and len(cameras) != len(p["camera_topics"]):
             raise StartupError(f"camera_topics has {len(p['camera_topics'])} topics but the "
                                f"policy was trained with {len(cameras)} camera(s) "
                                f"{list(cameras)}; list one topic per camera, in that order")
-
-    def _make_scheduler(self, spec: ActionSpec) -> ChunkScheduler | None:
-        p = self.params
-        if p["command_mode"] == "off":
-            return None
-        try:
-            config = SchedulerConfig(
-                mode=p["command_mode"], period_s=p["action_period"],
-                ensemble_coeff=p["ensemble_coeff"], aggregate_fn=p["aggregate_fn"],
-                latency_compensation=p["latency_compensation"], hold_s=p["hold_timeout"],
-                delta=spec.ctrl_type == "delta",
-                lower=[float(v) for v in p["command_lower_limits"]],
-                upper=[float(v) for v in p["command_upper_limits"]],
-                max_step=[float(v) for v in p["command_max_step"]])
-        except ValueError as exc:  # max_step < 0, lower above upper (the names are the fields')
-            raise StartupError(f"command_lower_limits, command_upper_limits, command_max_step: "
-                               f"{exc}") from exc
-        try:
-            config.check_dim(spec.action_dim, {"lower": "command_lower_limits",
-                                               "upper": "command_upper_limits",
-                                               "max_step": "command_max_step"})
-        except ValueError as exc:
-            raise StartupError(f"parameter {exc}") from exc
-        return ChunkScheduler(config)
 
     # --- services -----------------------------------------------------------------------------
 
@@ -312,7 +270,8 @@ class PolicyServerWork(Node):
         self.assembler = ObservationAssembler(self.assembler.config)
         with self._lock:
             self._pending = None
-        self._reset_commands()
+        if self.commands is not None:
+            self.commands.reset()
         response.success = True
         response.message = ("cleared: buffered input messages, the latched instruction, the "
                             "waiting observation, the scheduled commands; the next "
@@ -390,6 +349,8 @@ class PolicyServerWork(Node):
         return self.get_clock().now().nanoseconds
 
     def _try_infer(self) -> None:
+        if self.commands is not None and not self._wants_chunk():
+            return
         try:
             assembled = self.assembler.assemble(self._now_ns())
         except AssemblyError as exc:
@@ -398,6 +359,16 @@ class PolicyServerWork(Node):
             return
         if assembled is not None:
             self._dispatch(assembled)
+
+    def _wants_chunk(self) -> bool:
+        """execution_mode chunk and aggregate: infer only when the plan runs low
+        (refill_threshold) and no chunk is already on its way; ensemble: always."""
+        if self.commands.infers_on_every_observation:
+            return True
+        with self._lock:
+            if self._in_flight:
+                return False
+        return self.commands.wants_chunk(self._now_ns())
 
     def _dispatch(self, assembled: Assembled) -> None:
         """Run now if the engine is free; else keep only the newest waiting observation."""
@@ -468,8 +439,8 @@ class PolicyServerWork(Node):
                 throttle_duration_sec=WARN_PERIOD_S)
         elif self.trajectory_pub is not None:
             self._publish_trajectory(actions, assembled.stamp_ns)
-        if self.scheduler is not None:
-            self._schedule(actions, output.spec, assembled.stamp_ns)
+        if self.commands is not None:
+            self.commands.add_chunk(actions, output.spec, assembled.stamp_ns, self._now_ns())
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latency_ms.append((self._now_ns() - assembled.stamp_ns) / 1e6)
@@ -494,47 +465,6 @@ class PolicyServerWork(Node):
                 f"check the camera and controller clocks", throttle_duration_sec=WARN_PERIOD_S)
         self.trajectory_pub.publish(msg)
 
-    # --- commands -----------------------------------------------------------------------------
-
-    def _schedule(self, actions: np.ndarray, spec: ActionSpec, observation_ns: int) -> None:
-        scheduled = self._scheduled_spec
-        if (spec.ctrl_space, spec.ctrl_type, spec.action_dim) != \
-                (scheduled.ctrl_space, scheduled.ctrl_type, scheduled.action_dim):
-            with self.stats.lock:
-                self.stats.chunks_not_commanded += 1
-            self.get_logger().error(
-                f"a chunk of {spec.ctrl_space}/{spec.ctrl_type} x {spec.action_dim} actions, "
-                f"but commands were set up for {scheduled.ctrl_space}/{scheduled.ctrl_type} x "
-                f"{scheduled.action_dim}; not commanded", throttle_duration_sec=WARN_PERIOD_S)
-            return
-        with self._command_lock:
-            self.scheduler.add_chunk(actions, observation_ns, self._now_ns())
-
-    def _publish_command(self) -> None:
-        """The command timer: this control step's action, if there is one."""
-        p, now = self.params, self._now_ns()
-        with self._command_lock:
-            command = self.scheduler.step(now)
-        if command is not None:
-            self.command_pub.publish(command_message(
-                p["command_type"], command.action, p["action_joint_names"], command.stamp_ns,
-                frame_id=p["frame_id"], period_s=p["action_period"]))
-
-    def _reset_commands(self) -> None:
-        if self.scheduler is not None:
-            with self._command_lock:
-                self.scheduler.reset()
-
-    def _command_counts(self) -> dict[str, int]:
-        if self.scheduler is None:
-            return {}
-        with self._command_lock:
-            c = self.scheduler.counts
-            return {"commands published": c.commands + c.held, "commands held": c.held,
-                    "command steps without an action": c.idle,
-                    "commands clamped": c.clamped,
-                    "chunks refused by the scheduler (older observation)": c.chunks_refused}
-
     # --- diagnostics --------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
@@ -545,7 +475,7 @@ class PolicyServerWork(Node):
             max_age_s=self.params["max_observation_age"],
             extra={"socket bridge clients": self.bridge_supervisor.client_count,
                    "socket bridge restarts": self.bridge_supervisor.restarts,
-                   **self._command_counts()})
+                   **(self.commands.diagnostics(self._now_ns()) if self.commands else {})})
         if warnings.missing:
             self.get_logger().warning(warnings.missing, throttle_duration_sec=WARN_PERIOD_S)
         if warnings.stale:

@@ -28,8 +28,9 @@ from policy_server_ros.chunk_scheduler import MODES, ChunkScheduler, SchedulerCo
 
 
 def run(mode: str, chunk: int, dim: int, steps: int, query_every: int) -> dict:
-    scheduler = ChunkScheduler(SchedulerConfig(mode=mode, period_s=0.02, hold_s=0.1,
-                                               max_step=[0.5], lower=[-10.0], upper=[10.0]))
+    scheduler = ChunkScheduler(SchedulerConfig(mode=mode, period_s=0.02, hold_timeout=0.1,
+                                               max_command_step=[0.5], command_min=[-10.0],
+                                               command_max=[10.0]))
     rng = np.random.default_rng(0)
     chunks = rng.normal(size=(16, chunk, dim))
     add_us, step_us = [], []
