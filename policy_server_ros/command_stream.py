@@ -1,5 +1,5 @@
 """The node's command stream (execution_mode != none): chunks from inference go into a
-ChunkScheduler, a timer on the node's clock takes one command out per control period and
+ChunkScheduler, a control loop on the node's clock takes one command out per control period and
 publishes it as command_type on command_topic. The node decides when to run inference with
 wants_chunk(); /diagnostics gets the stream's rate, timing, clamps, holds and gaps.
 
@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.timer import Timer
 
 from policy_server_ros.action_messages import COMMAND_TYPES, command_message
 from policy_server_ros.chunk_scheduler import ChunkScheduler, scheduler_config
@@ -98,6 +99,9 @@ class CommandStream:
         self.chunks_not_commanded = 0
         # Chunks arrive from inference results, steps from the timer: one lock for both.
         self._lock = threading.Lock()
+        self._wake = threading.Condition()  # the control loop waits on it
+        self._thread: threading.Thread | None = None
+        self._stopping = False
         self.publisher = node.create_publisher(COMMAND_TYPES[command_type],
                                                params["command_topic"], COMMAND_QOS)
         self._mode = mode
@@ -107,9 +111,60 @@ class CommandStream:
         """ensemble needs a chunk per observation; chunk and aggregate refill (wants_chunk)."""
         return self._mode == "ensemble"
 
-    def start_timer(self) -> Timer:
-        """The control timer, on the node's clock (sim time under use_sim_time)."""
-        return self.node.create_timer(self.period_s, self._tick)
+    def start(self) -> None:
+        """Start the control loop: a thread of its own, so commands do not queue behind the
+        executor's image callbacks, timed on the node's clock."""
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="command-stream", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the control loop (it finishes the command it is publishing)."""
+        if self._thread is None:
+            return
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(5)
+        self._thread = None
+
+    def _run(self) -> None:
+        """One tick per control period on the node's clock. It waits on a condition that a
+        clock-jump callback notifies, so under use_sim_time every /clock message wakes it (and
+        a paused simulation pauses the commands); on the system clock the wait times out at the
+        next tick. A tick that comes late is not made up for: the next one keeps the period."""
+        clock = self.node.get_clock()
+        period = round(self.period_s * 1e9)
+
+        def on_jump(_jump: object) -> None:
+            with self._wake:
+                self._wake.notify()
+
+        threshold = JumpThreshold(min_forward=Duration(nanoseconds=1),
+                                  min_backward=Duration(nanoseconds=-1), on_clock_change=True)
+        with clock.create_jump_callback(threshold, post_callback=on_jump):
+            next_ns = clock.now().nanoseconds + period
+            while True:
+                with self._wake:
+                    while not self._stopping:
+                        now = clock.now().nanoseconds
+                        if now >= next_ns or next_ns - now > 2 * period:  # due, or time reset
+                            break
+                        # Sim time: woken by /clock (the timeout only re-checks _stopping).
+                        self._wake.wait(0.1 if clock.ros_time_is_active
+                                        else (next_ns - now) / 1e9)
+                    if self._stopping:
+                        return
+                try:
+                    self._tick(now)
+                except Exception as exc:  # shutting down underneath us, or a bug: say so
+                    if not self.node.context.ok():
+                        return
+                    self.node.get_logger().error(f"command stream: {exc}",
+                                                 throttle_duration_sec=5.0)
+                next_ns += period
+                if next_ns <= now or next_ns - now > 2 * period:
+                    next_ns = now + period
 
     def wants_chunk(self, now_ns: int) -> bool:
         """Whether a new chunk is due: always in ensemble mode, else when the share of the
@@ -134,8 +189,7 @@ class CommandStream:
         with self._lock:
             self.scheduler.reset()
 
-    def _tick(self) -> None:
-        now = self.node.get_clock().now().nanoseconds
+    def _tick(self, now: int) -> None:
         with self._lock:
             command = self.scheduler.step(now)
         if command is None:

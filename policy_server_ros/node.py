@@ -185,7 +185,7 @@ class PolicyServerWork(Node):
             self._active_handles.append(self.create_timer(1.0 / p["inference_rate"],
                                                           self._try_infer))
         if self.commands is not None:
-            self._active_handles.append(self.commands.start_timer())
+            self.commands.start()
         bridge: PolicySocketServer | None = None
         if p["socket_bridge_enabled"]:
             try:
@@ -211,6 +211,7 @@ class PolicyServerWork(Node):
         with self._lock:
             self._pending = None
         if self.commands is not None:
+            self.commands.stop()
             self.commands.reset()  # a new activation starts without old chunks
 
     def cleanup_work(self) -> None:

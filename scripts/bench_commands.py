@@ -11,9 +11,9 @@ For each control rate (50 and 200 Hz by default) it reports the interval between
 commands as the robot receives them (p50, p99, max), the gaps (intervals over 1.5 control
 periods), the commands received against the control ticks in the window, the node's own
 figures from /diagnostics (interval p50/p99 on its clock, gaps), the executor thread's CPU use
-(the node spins its executor on its main thread) and the whole node's, and the chunks/s
-inference delivered. Cases run in interleaved rounds (--rounds) so the machine's drift hits
-all alike.
+(the node spins its executor on its main thread; the commands have a thread of their own) and
+the whole node's, and the chunks/s inference delivered. Cases run in interleaved rounds
+(--rounds) so the machine's drift hits all alike.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from policy_server_ros.msg import ActionChunk
 CAMERA = "/camera/color/image_raw"  # the node's default camera topic, in the root namespace
 
 
-def run(control_rate: float, seconds: float, rate: float, mode: str) -> dict:
-    proc, log = start_node("device:=cpu", "socket_bridge_enabled:=false",
+def run(control_rate: float, seconds: float, rate: float, mode: str, model: str | None) -> dict:
+    model_param = [f"model_name_or_path:={model}"] if model else []
+    proc, log = start_node(*model_param, "device:=cpu", "socket_bridge_enabled:=false",
                            f"execution_mode:={mode}", f"control_rate:={control_rate}",
                            "command_type:=float64_array", "hold_timeout:=0.5")
     robot = BenchRobot([CAMERA])
@@ -97,12 +98,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=25.0, help="camera + joints, Hz")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--model", help="model_name_or_path (default: the node's, the example "
+                                        "ACT); builtin:echo shows the stream without inference "
+                                        "load")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_commands.json")
     args = parser.parse_args()
-    rows = [run(control_rate, args.seconds, args.rate, args.mode)
+    rows = [run(control_rate, args.seconds, args.rate, args.mode, args.model)
             for _ in range(args.rounds) for control_rate in args.control_rates]
-    print(f"example ACT on the CPU, execution_mode {args.mode}, one 480x640 camera + joints at "
-          f"{args.rate:g} Hz, {args.seconds:g} s per case, {args.rounds} interleaved rounds")
+    print(f"{args.model or 'example ACT'} on the CPU, execution_mode {args.mode}, one 480x640 "
+          f"camera + joints at {args.rate:g} Hz, {args.seconds:g} s per case, {args.rounds} "
+          f"interleaved rounds")
     print(f"{'rate Hz':>8}{'cmds/ticks':>12}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'gaps':>6}"
           f"{'node p50':>9}{'node p99':>9}{'chunks/s':>9}{'exec CPU%':>10}{'node CPU%':>10}")
     for r in rows:
@@ -111,7 +116,8 @@ def main() -> int:
               f"{r['interval_max_ms']:>8.1f}{r['gaps']:>6}{r['node_interval_p50_ms']:>9.2f}"
               f"{r['node_interval_p99_ms']:>9.2f}{r['chunks_per_s']:>9.1f}"
               f"{r['executor_cpu_percent']:>10.0f}{r['node_cpu_percent']:>10.0f}")
-    write_result(args.out, {"rows": rows, "mode": args.mode, "camera_rate_hz": args.rate,
+    write_result(args.out, {"rows": rows, "mode": args.mode,
+                            "model": args.model or "example ACT", "camera_rate_hz": args.rate,
                             "machine": platform.platform(),
                             "python": platform.python_version()})
     return 0
