@@ -10,20 +10,19 @@ backend never loads it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from policy_server_ros.engine import InferenceEngine
+from policy_server_ros.node_parameters import RAY_ADDRESS
 from policy_server_ros.policies import LoadOptions, load_policy
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from socket_bridge.wire_types import MetaObs
 
 BACKENDS = ("local", "ray")
 RAY_EXTRA_HINT = "pip install 'policy_server_ros[ray]' (ray[serve] 2.60)"
-# ray_address: `local` starts a cluster in this process, `auto` finds a running one on this
-# machine, else host:port of a cluster's head (GCS), optionally with a ray:// scheme.
-_ADDRESS = re.compile(r"local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+")
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class RayOptions:
     request_timeout: float = 60.0  # a request with no reply by then fails (BackendUnavailable)
 
     def __post_init__(self) -> None:
-        if not _ADDRESS.fullmatch(self.address):
+        if not re.fullmatch(RAY_ADDRESS["pattern"], self.address):
             raise ValueError(f"ray_address {self.address!r} must be local, auto or host:port "
                              f"(a Ray cluster's head, e.g. 10.0.0.5:6379)")
         if not re.fullmatch(r"[A-Za-z0-9_\-]+", self.app_name):
@@ -57,6 +56,18 @@ class RayOptions:
             raise ValueError("replica_gpus and replica_cpus must be >= 0")
         if self.connect_timeout <= 0 or self.request_timeout <= 0:
             raise ValueError("connect and request timeouts must be > 0")
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], request_timeout: float) -> RayOptions:
+        """From node parameters or CLI flags, which share the names (ray_address, ray_app,
+        replicas, min_replicas, max_replicas, replica_gpus, replica_cpus,
+        ray_connect_timeout); each request waits at most `request_timeout` seconds."""
+        return cls(address=values["ray_address"], app_name=values["ray_app"],
+                   replicas=values["replicas"], min_replicas=values["min_replicas"],
+                   max_replicas=values["max_replicas"], replica_gpus=values["replica_gpus"],
+                   replica_cpus=values["replica_cpus"],
+                   connect_timeout=values["ray_connect_timeout"],
+                   request_timeout=request_timeout)
 
 
 class ServedPolicy(Protocol):

@@ -172,7 +172,9 @@ def _connect(options: RayOptions) -> bool:
         _ensure_serve()
         return False
     if options.address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False, namespace="serve")
+        # On the loopback interface: a cluster of this process is for this machine only.
+        ray.init(include_dashboard=False, log_to_driver=False, namespace="serve",
+                 _node_ip_address="127.0.0.1")
         _ensure_serve()
         return True
     deadline = time.monotonic() + options.connect_timeout

@@ -23,10 +23,11 @@ from typing import Any
 import yaml
 
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
-from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.node_parameters import DEVICE
+from policy_server_ros.engine import BackendUnavailable
+from policy_server_ros.engine_backends import BACKENDS, RayOptions, make_engine
+from policy_server_ros.node_parameters import DEVICE, RAY_ADDRESS
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
-from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
+from policy_server_ros.policies import LoadOptions, PolicyLoadError
 from policy_server_ros.policies.base import PRECISIONS
 from socket_bridge import auth
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES
@@ -68,10 +69,18 @@ def _image_size(text: Any) -> tuple[int, int]:
     return size
 
 
-def _device(text: Any) -> str:
-    if not re.fullmatch(DEVICE["pattern"], str(text)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be {DEVICE['allowed']}")
-    return str(text)
+def _pattern(rule: dict[str, str]) -> Any:
+    """An argparse type: text matching rule["pattern"] (node_parameters' rules)."""
+
+    def parse(text: Any) -> str:
+        if not re.fullmatch(rule["pattern"], str(text)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {rule['allowed']}")
+        return str(text)
+
+    return parse
+
+
+_device = _pattern(DEVICE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +135,36 @@ def build_parser() -> argparse.ArgumentParser:
                               "is already queued (default: %(default)s)")
     runtime.add_argument("--warmup_image_size", type=_image_size, default=(480, 640),
                          metavar="HxW", help="image size of the warm-up pass (default: 480x640)")
+    backend = parser.add_argument_group("where the policy runs (the ray backend needs the [ray] "
+                                        "extra)")
+    backend.add_argument("--backend", default="local", choices=BACKENDS,
+                         help="local: this process; ray: a Ray Serve deployment "
+                              "(default: %(default)s)")
+    backend.add_argument("--ray_address", default="local", type=_pattern(RAY_ADDRESS),
+                         help="ray: local (start a cluster in this process), auto (the cluster "
+                              "running on this machine) or host:port of a cluster's head "
+                              "(default: %(default)s)")
+    backend.add_argument("--ray_app", default="policy_server",
+                         type=_pattern({"pattern": r"[A-Za-z0-9_\-]+",
+                                        "allowed": "letters, digits, _ or -"}),
+                         help="ray: Serve application name; a running one serving the same "
+                              "model is shared, else it is deployed (default: %(default)s)")
+    backend.add_argument("--replicas", type=_number(int, 1, 1024), default=1,
+                         help="ray: replicas of the model (default: %(default)s)")
+    backend.add_argument("--min_replicas", type=_number(int, 0, 1024), default=0,
+                         help="ray: autoscaling lower bound, with --max_replicas "
+                              "(default: %(default)s)")
+    backend.add_argument("--max_replicas", type=_number(int, 0, 1024), default=0,
+                         help="ray: autoscaling upper bound; 0 = --replicas, fixed "
+                              "(default: %(default)s)")
+    backend.add_argument("--replica_gpus", type=_number(float, 0, 64), default=0.0,
+                         help="ray: GPUs per replica, a fraction shares one; 0 on CPU "
+                              "(default: %(default)s)")
+    backend.add_argument("--replica_cpus", type=_number(float, 0, 1024), default=1.0,
+                         help="ray: CPUs per replica (default: %(default)s)")
+    backend.add_argument("--ray_connect_timeout", type=_number(float, 0, 3600, low_open=True),
+                         default=30.0, help="ray: seconds to keep retrying an unreachable "
+                                            "cluster at start-up (default: %(default)s)")
     limits = parser.add_argument_group("limits (a client can never exceed these)")
     limits.add_argument("--max_frame_bytes",
                         type=_number(int, 1024, 2**31 - 1), default=DEFAULT_MAX_FRAME_BYTES,
@@ -218,11 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               compile=args.compile, warmup_image_hw=args.warmup_image_size,
                               seed=args.seed, num_inference_steps=args.num_inference_steps,
                               use_ema=args.use_ema, replay_episode=args.replay_episode)
-        policy = load_policy(args.model_name_or_path, options)
-        engine = InferenceEngine(policy, chunk_size=args.chunk_size, max_batch=args.max_batch,
-                                 max_wait_ms=args.max_wait_ms)
+        engine = make_engine(args.backend, args.model_name_or_path, options,
+                             chunk_size=args.chunk_size, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms,
+                             ray=RayOptions.from_settings(vars(args), args.inference_timeout))
     except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
-            FileNotFoundError) as exc:  # auth.AuthError is a ValueError
+            FileNotFoundError, BackendUnavailable) as exc:  # auth.AuthError is a ValueError
         log.error("%s", exc)
         return 2
     engine.wait_ready()
@@ -241,9 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         engine.close()
         return 1
-    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s); ready %.1f s "
-             "after start; Ctrl+C to stop", args.model_name_or_path, engine.chunk_size,
-             policy.spec.ctrl_space, policy.spec.ctrl_type, time.perf_counter() - started)
+    spec = engine.policy.spec
+    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s; backend %s); ready "
+             "%.1f s after start; Ctrl+C to stop", args.model_name_or_path, engine.chunk_size,
+             spec.ctrl_space, spec.ctrl_type, args.backend, time.perf_counter() - started)
     while not stop.wait(0.5):  # wake up regularly so signals are handled promptly
         pass
     server.stop()
