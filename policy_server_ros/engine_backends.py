@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.node_parameters import RAY_ADDRESS
+from policy_server_ros.node_parameters import BY_NAME, RAY_ADDRESS
 from policy_server_ros.policies import LoadOptions, load_policy
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from socket_bridge.wire_types import MetaObs
@@ -45,7 +45,7 @@ class RayOptions:
         if not re.fullmatch(RAY_ADDRESS["pattern"], self.address):
             raise ValueError(f"ray_address {self.address!r} must be local, auto or host:port "
                              f"(a Ray cluster's head, e.g. 10.0.0.5:6379)")
-        if not re.fullmatch(r"[A-Za-z0-9_\-]+", self.app_name):
+        if not re.fullmatch(BY_NAME["ray_app"].pattern, self.app_name):
             raise ValueError(f"ray_app {self.app_name!r} must be letters, digits, _ or -")
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")

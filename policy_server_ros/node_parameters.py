@@ -162,7 +162,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        "file holding the socket bridge's shared token (clients must authenticate); empty = "
        "POLICY_SERVER_AUTH_TOKEN if set, else no authentication"),
     _p("socket_inference_timeout", 60.0,
-       "seconds a socket client waits for the policy before it is answered []",
+       "seconds a socket client waits for the policy before it is answered []; with backend ray "
+       "also the longest a ROS observation waits (then it counts as a failure)",
        min=0.1, max=3600.0),
 )
 

@@ -24,8 +24,8 @@ import yaml
 
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.engine import BackendUnavailable
-from policy_server_ros.engine_backends import BACKENDS, RayOptions, make_engine
-from policy_server_ros.node_parameters import DEVICE, RAY_ADDRESS
+from policy_server_ros.engine_backends import RayOptions, make_engine
+from policy_server_ros.node_parameters import BY_NAME, DEVICE, ParamSpec
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
 from policy_server_ros.policies import LoadOptions, PolicyLoadError
 from policy_server_ros.policies.base import PRECISIONS
@@ -83,6 +83,20 @@ def _pattern(rule: dict[str, str]) -> Any:
 _device = _pattern(DEVICE)
 
 
+def _add_from_table(group: Any, spec: ParamSpec) -> None:
+    """`--<name>` for node parameter `spec` (node_parameters.py): its default, its check
+    (choices, pattern or range) and its description."""
+    kw: dict[str, Any] = {"default": spec.default,
+                          "help": f"{spec.description} (default: %(default)s)"}
+    if spec.choices:
+        kw["choices"] = spec.choices
+    elif spec.pattern:
+        kw["type"] = _pattern({"pattern": spec.pattern, "allowed": spec.allowed})
+    elif spec.min is not None:
+        kw["type"] = _number(spec.kind, spec.min, spec.max)
+    group.add_argument(f"--{spec.name}", **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(
@@ -137,34 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="HxW", help="image size of the warm-up pass (default: 480x640)")
     backend = parser.add_argument_group("where the policy runs (the ray backend needs the [ray] "
                                         "extra)")
-    backend.add_argument("--backend", default="local", choices=BACKENDS,
-                         help="local: this process; ray: a Ray Serve deployment "
-                              "(default: %(default)s)")
-    backend.add_argument("--ray_address", default="local", type=_pattern(RAY_ADDRESS),
-                         help="ray: local (start a cluster in this process), auto (the cluster "
-                              "running on this machine) or host:port of a cluster's head "
-                              "(default: %(default)s)")
-    backend.add_argument("--ray_app", default="policy_server",
-                         type=_pattern({"pattern": r"[A-Za-z0-9_\-]+",
-                                        "allowed": "letters, digits, _ or -"}),
-                         help="ray: Serve application name; a running one serving the same "
-                              "model is shared, else it is deployed (default: %(default)s)")
-    backend.add_argument("--replicas", type=_number(int, 1, 1024), default=1,
-                         help="ray: replicas of the model (default: %(default)s)")
-    backend.add_argument("--min_replicas", type=_number(int, 0, 1024), default=0,
-                         help="ray: autoscaling lower bound, with --max_replicas "
-                              "(default: %(default)s)")
-    backend.add_argument("--max_replicas", type=_number(int, 0, 1024), default=0,
-                         help="ray: autoscaling upper bound; 0 = --replicas, fixed "
-                              "(default: %(default)s)")
-    backend.add_argument("--replica_gpus", type=_number(float, 0, 64), default=0.0,
-                         help="ray: GPUs per replica, a fraction shares one; 0 on CPU "
-                              "(default: %(default)s)")
-    backend.add_argument("--replica_cpus", type=_number(float, 0, 1024), default=1.0,
-                         help="ray: CPUs per replica (default: %(default)s)")
-    backend.add_argument("--ray_connect_timeout", type=_number(float, 0, 3600, low_open=True),
-                         default=30.0, help="ray: seconds to keep retrying an unreachable "
-                                            "cluster at start-up (default: %(default)s)")
+    # The same knobs as the node's parameters, from its table: names, defaults, ranges, help.
+    for name in ("backend", "ray_address", "ray_app", "replicas", "min_replicas",
+                 "max_replicas", "replica_gpus", "replica_cpus", "ray_connect_timeout"):
+        _add_from_table(backend, BY_NAME[name])
     limits = parser.add_argument_group("limits (a client can never exceed these)")
     limits.add_argument("--max_frame_bytes",
                         type=_number(int, 1024, 2**31 - 1), default=DEFAULT_MAX_FRAME_BYTES,
