@@ -9,10 +9,12 @@ backend never loads it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from policy_server_ros.engine import InferenceEngine
@@ -100,6 +102,7 @@ def make_engine(backend: str, model: str, options: LoadOptions, *, chunk_size: i
         return InferenceEngine(load_policy(model, options), chunk_size=chunk_size,
                                max_batch=max_batch, max_wait_ms=max_wait_ms)
     if backend == "ray":
+        _token_mode_if_token()
         try:
             from policy_server_ros.ray_backend import RayEngine  # noqa: PLC0415 - optional extra
         except ImportError as exc:
@@ -109,3 +112,13 @@ def make_engine(backend: str, model: str, options: LoadOptions, *, chunk_size: i
     raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
 
 
+
+
+def _token_mode_if_token() -> None:
+    """Ray 2.60 clusters started by `ray start --head` require their token (~/.ray/auth_token,
+    or RAY_AUTH_TOKEN), but a process joining one sends it only in token mode, which Ray's own
+    CLI turns on and a library must turn on itself, before Ray is imported (it reads the mode
+    once). Without a token nothing changes: `RAY_AUTH_MODE` set by the user always wins."""
+    if "RAY_AUTH_MODE" not in os.environ and (
+            (Path.home() / ".ray" / "auth_token").exists() or "RAY_AUTH_TOKEN" in os.environ):
+        os.environ["RAY_AUTH_MODE"] = "token"

@@ -47,7 +47,10 @@ from socket_bridge.wire_types import MetaObs
 
 log = logging.getLogger("policy_server_ros.ray_backend")
 
-DEPLOY_TIMEOUT_S = 300.0  # replicas load a checkpoint and warm up; a GPU model takes a while
+# Replicas load a checkpoint and warm up; a GPU model takes a while.
+DEPLOY_TIMEOUT_S = 300.0
+# An application in these states is someone's: wait for it and share it, never replace it.
+_LIVE = (ApplicationStatus.RUNNING, ApplicationStatus.DEPLOYING, ApplicationStatus.UNHEALTHY)
 
 
 @dataclass
@@ -173,8 +176,8 @@ def _connect(options: RayOptions) -> bool:
         return False
     if options.address == "local":
         # On the loopback interface: a cluster of this process is for this machine only.
-        ray.init(include_dashboard=False, log_to_driver=False, namespace="serve",
-                 _node_ip_address="127.0.0.1")
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 namespace="serve", _node_ip_address="127.0.0.1")
         _ensure_serve()
         return True
     deadline = time.monotonic() + options.connect_timeout
@@ -221,7 +224,10 @@ def _deploy_or_attach(model: str, load: LoadOptions, options: RayOptions, **engi
     deployment; waits (bounded) until its replicas are up."""
     name = options.app_name
     running = serve.status().applications.get(name)
-    if running is not None and running.status == ApplicationStatus.RUNNING:
+    if running is not None and running.status in _LIVE:
+        # Started by another front-end or by `serve run` (which returns while it deploys):
+        # wait for it rather than replace it.
+        _wait_running(name)
         handle = serve.get_app_handle(name)
         served = handle.describe.remote().result(timeout_s=options.request_timeout)["model"]
         if served != model:
@@ -233,6 +239,13 @@ def _deploy_or_attach(model: str, load: LoadOptions, options: RayOptions, **engi
     app = policy_application(model, load, ray=options, **engine)
     serve.run_many([serve.RunTarget(target=app, name=name, route_prefix=None)],
                    wait_for_applications_running=False)
+    _wait_running(name)
+    log.info("Deployed Ray Serve application %r: %s", name, model)
+    return serve.get_app_handle(name)
+
+
+def _wait_running(name: str) -> None:
+    """Until application `name` runs; BackendUnavailable when it fails or takes too long."""
     deadline = time.monotonic() + DEPLOY_TIMEOUT_S
     while True:
         status = serve.status().applications.get(name)
@@ -247,8 +260,6 @@ def _deploy_or_attach(model: str, load: LoadOptions, options: RayOptions, **engi
                                      f"{DEPLOY_TIMEOUT_S:g} s (are there enough CPUs/GPUs for "
                                      f"its replicas?){message}")
         time.sleep(0.2)
-    log.info("Deployed Ray Serve application %r: %s", name, model)
-    return serve.get_app_handle(name)
 
 
 def _one_line(exc: object) -> str:

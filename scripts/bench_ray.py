@@ -105,8 +105,8 @@ def main() -> int:
     from policy_server_ros.policies import LoadOptions, load_policy  # noqa: PLC0415
     from policy_server_ros.ray_backend import RayEngine  # noqa: PLC0415
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve",
-             _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             namespace="serve", _node_ip_address="127.0.0.1")
     ckpt = write_example_checkpoint(Path(tempfile.mkdtemp()) / "act", small_config(), 0)
     options = LoadOptions(device="cpu", warmup_image_hw=IMAGE_HW)
     default_threads = torch.get_num_threads()

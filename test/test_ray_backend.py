@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import ray
 import torch
+import yaml
 from act_fixtures import IMAGE_HW, observation, small_checkpoint
-from conftest import wait_until
+from conftest import REPO_ROOT, wait_until
 from policy_server_ros.msg import ActionChunk
 from ray import serve
 from ros_harness import JOINTS, SyntheticRobot, joint_state, next_domain, rgb_image, start_node
@@ -29,6 +30,7 @@ from policy_server_ros.engine_backends import RayOptions, make_engine
 from policy_server_ros.policies import LoadOptions, load_policy
 from policy_server_ros.policies.builtin import EchoPolicy
 from policy_server_ros.ray_backend import RayEngine
+from policy_server_ros.ray_serve import build_app
 from socket_bridge.client import PolicyClient
 from socket_bridge.reply_encoder import ReplyEncoder
 from socket_bridge.server import PolicySocketServer, ServerConfig
@@ -41,8 +43,8 @@ INFERENCE_TIMEOUT = 10.0  # socket clients and Ray requests: nothing may wait lo
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """A 2-CPU Ray cluster on the loopback interface; its GCS address."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve",
-             _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             namespace="serve", _node_ip_address="127.0.0.1")
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -232,3 +234,29 @@ def test_the_node_publishes_chunks_with_backend_ray(cluster: str, echo_engine: R
         code = node.stop(signal.SIGINT, timeout=30)
         robot.close()
     assert code == 0
+
+
+def test_the_serve_config_application_is_shared_by_front_ends(cluster: str) -> None:
+    # config/ray_serve.yaml's application (as `serve run` builds it, replicas made small for
+    # this cluster): a front-end with the same model attaches; one with another model is told.
+    config = yaml.safe_load((REPO_ROOT / "config" / "ray_serve.yaml").read_text())
+    app = config["applications"][0]
+    assert app["import_path"] == "policy_server_ros.ray_serve:build_app"
+    serve.run(build_app({**app["args"], "replica_cpus": 0.25}), name="from_config",
+              route_prefix=None)
+    try:
+        engine = make_engine("ray", app["args"]["model_name_or_path"], CPU,
+                             ray=_ray("from_config"))
+        try:
+            assert len(engine.replica_pids()) == app["args"]["replicas"]
+            out = engine.submit(MetaObs(state=np.ones(14))).result(30)
+            assert out.actions.shape == (1, 100, 14) and not out.actions.any()
+        finally:
+            engine.close()
+        with pytest.raises(ValueError, match="'from_config' already serves builtin:zero, not "
+                                             "builtin:echo; choose another ray_app"):
+            make_engine("ray", "builtin:echo", CPU, ray=_ray("from_config"))
+        with pytest.raises(ValueError, match=r"unknown args \['replica'\]"):
+            build_app({"model_name_or_path": "builtin:zero", "replica": 2})
+    finally:
+        serve.delete("from_config")
