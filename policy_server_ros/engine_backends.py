@@ -103,6 +103,9 @@ def make_engine(backend: str, model: str, options: LoadOptions, *, chunk_size: i
                                max_batch=max_batch, max_wait_ms=max_wait_ms)
     if backend == "ray":
         _token_mode_if_token()
+        # A cluster this process starts (ray_address local) reports no usage statistics to
+        # Ray's servers unless the user asks for it: robots often run on closed networks.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             from policy_server_ros.ray_backend import RayEngine  # noqa: PLC0415 - optional extra
         except ImportError as exc:

@@ -272,9 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.close()
         return 1
     spec = engine.policy.spec
-    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s; backend %s); ready "
-             "%.1f s after start; Ctrl+C to stop", args.model_name_or_path, engine.chunk_size,
-             spec.ctrl_space, spec.ctrl_type, args.backend, time.perf_counter() - started)
+    log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s); ready %.1f s "
+             "after start (backend %s); Ctrl+C to stop", args.model_name_or_path,
+             engine.chunk_size, spec.ctrl_space, spec.ctrl_type, time.perf_counter() - started,
+             args.backend)
     while not stop.wait(0.5):  # wake up regularly so signals are handled promptly
         pass
     server.stop()

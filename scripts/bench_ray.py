@@ -93,6 +93,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_ray.json")
     args = parser.parse_args()
 
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray  # noqa: PLC0415 - the [ray] extra
     import torch  # noqa: PLC0415
 

@@ -35,6 +35,7 @@ from socket_bridge.client import PolicyClient
 from socket_bridge.reply_encoder import ReplyEncoder
 from socket_bridge.server import PolicySocketServer, ServerConfig
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # the cluster below phones nobody
 CPU = LoadOptions(device="cpu", warmup_image_hw=IMAGE_HW)
 CLIENTS = 16
 INFERENCE_TIMEOUT = 10.0  # socket clients and Ray requests: nothing may wait longer
