@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from policy_server_ros.engine import InferenceEngine
@@ -23,7 +22,7 @@ from policy_server_ros.policies import LoadOptions, load_policy
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from socket_bridge.wire_types import MetaObs
 
-BACKENDS = ("local", "ray")
+BACKENDS = BY_NAME["backend"].choices
 RAY_EXTRA_HINT = "pip install 'policy_server_ros[ray]' (ray[serve] 2.60)"
 
 
@@ -102,7 +101,6 @@ def make_engine(backend: str, model: str, options: LoadOptions, *, chunk_size: i
         return InferenceEngine(load_policy(model, options), chunk_size=chunk_size,
                                max_batch=max_batch, max_wait_ms=max_wait_ms)
     if backend == "ray":
-        _token_mode_if_token()
         # A cluster this process starts (ray_address local) reports no usage statistics to
         # Ray's servers unless the user asks for it: robots often run on closed networks.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -113,15 +111,3 @@ def make_engine(backend: str, model: str, options: LoadOptions, *, chunk_size: i
         return RayEngine(model, options, chunk_size=chunk_size, max_batch=max_batch,
                          max_wait_ms=max_wait_ms, ray=ray or RayOptions())
     raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
-
-
-
-
-def _token_mode_if_token() -> None:
-    """Ray 2.60 clusters started by `ray start --head` require their token (~/.ray/auth_token,
-    or RAY_AUTH_TOKEN), but a process joining one sends it only in token mode, which Ray's own
-    CLI turns on and a library must turn on itself, before Ray is imported (it reads the mode
-    once). Without a token nothing changes: `RAY_AUTH_MODE` set by the user always wins."""
-    if "RAY_AUTH_MODE" not in os.environ and (
-            (Path.home() / ".ray" / "auth_token").exists() or "RAY_AUTH_TOKEN" in os.environ):
-        os.environ["RAY_AUTH_MODE"] = "token"

@@ -180,6 +180,7 @@ def _connect(options: RayOptions) -> bool:
                  namespace="serve", _node_ip_address="127.0.0.1")
         _ensure_serve()
         return True
+    _send_token_if_any()
     deadline = time.monotonic() + options.connect_timeout
     delay, tries = 0.5, 0
     while True:
@@ -190,17 +191,32 @@ def _connect(options: RayOptions) -> bool:
             break
         except (ConnectionError, OSError, RuntimeError) as exc:
             ray.shutdown()
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise BackendUnavailable(
                     f"cannot reach the Ray cluster at ray_address={options.address} after "
                     f"{tries} tries in {options.connect_timeout:g} s ({_one_line(exc)}); start "
                     f"one with `ray start --head` or use ray_address:=local") from None
             log.warning("Ray cluster at %s not reachable (%s); retrying in %.1f s",
-                        options.address, _one_line(exc), delay)
-            time.sleep(delay)
+                        options.address, _one_line(exc), min(delay, remaining))
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, 5.0)
     _ensure_serve()
     return False
+
+
+def _send_token_if_any() -> None:
+    """Clusters of `ray start --head` (Ray 2.60) require their token (~/.ray/auth_token, or
+    RAY_AUTH_TOKEN). Ray's CLI turns token mode on when a token exists, but ray.init joining
+    by address does not, and is refused; this does what the CLI does. RAY_AUTH_MODE set by the
+    user wins. (A private helper of the pinned Ray; without it, set RAY_AUTH_MODE=token.)"""
+    try:
+        from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _probe(address: str) -> None:
