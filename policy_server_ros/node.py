@@ -161,7 +161,7 @@ class PolicyServerWork(Node):
         except ValueError as exc:  # the command stream's parameters do not fit the policy
             engine.close()
             raise StartupError(str(exc)) from exc
-        except StartupError:
+        except BaseException:  # StartupError, or Ctrl+C / shutdown while creating publishers
             engine.close()
             raise
         self.engine, self.assembler = engine, assembler
@@ -524,7 +524,12 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.logging.get_logger("policy_server").error(str(exc))
         rclpy.try_shutdown()
         return 2
-    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl+C while the model loads
+    except BaseException as exc:
+        # Ctrl+C while the model loads: rclpy's handler shuts the context down, and either a
+        # KeyboardInterrupt arrives or the next rcl call (creating a publisher) fails on the
+        # dead context. Both are the interrupt, not an error.
+        if not isinstance(exc, KeyboardInterrupt | ExternalShutdownException) and rclpy.ok():
+            raise
         _ignore_interrupts()
         rclpy.logging.get_logger("policy_server").info("interrupted while starting; exiting")
         rclpy.try_shutdown()
