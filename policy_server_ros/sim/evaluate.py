@@ -201,19 +201,20 @@ def run_socket_episode(client: Any, sim: Any, seed: int, *, config: EvalConfig,
                          latency, rewards)
 
 
-def socket_client(port: int, mode: str, query_every: int) -> Any:
-    """issue 10's ScheduledPolicyClient around a PolicyClient."""
+def socket_client(port: int, mode: str) -> Any:
+    """issue 10's ScheduledPolicyClient around a PolicyClient: the node's scheduler, client-side.
+    Inline requests (the simulator waits for the reply; time is counted in control steps)."""
     try:
+        from socket_bridge.scheduled_client import ScheduledPolicyClient  # noqa: PLC0415
+
         from policy_server_ros.chunk_scheduler import SchedulerConfig  # noqa: PLC0415
-        from policy_server_ros.scheduled_client import ScheduledPolicyClient  # noqa: PLC0415
     except ImportError as exc:
         raise EvalError(f"--via socket needs the client-side chunk scheduler "
-                        f"(policy_server_ros.scheduled_client): {exc}") from None
+                        f"(socket_bridge.scheduled_client): {exc}") from None
     from socket_bridge.client import PolicyClient  # noqa: PLC0415
 
     client = PolicyClient("127.0.0.1", port, connect_timeout=10, read_timeout=60)
-    return ScheduledPolicyClient(client, SchedulerConfig(mode=mode, period_s=CONTROL_PERIOD),
-                                 query_every=query_every)
+    return ScheduledPolicyClient(client, SchedulerConfig(mode=mode, period_s=CONTROL_PERIOD))
 
 
 # --- the whole evaluation --------------------------------------------------------------------
@@ -295,8 +296,7 @@ def _start_socket(config: EvalConfig, policy: Policy, replay: Path | None, serve
                                          config.out / "policy_server.log",
                                          child_env(None, False), [])
     server.wait_ready()
-    query_every = 0 if config.execution_mode == "chunk" else 1
-    return server, socket_client(server.socket_port(), config.execution_mode, query_every)
+    return server, socket_client(server.socket_port(), config.execution_mode)
 
 
 def write_report(config: EvalConfig, policy: Policy, results: list[EpisodeResult],
