@@ -113,7 +113,7 @@ def _seeded_weights(config: ACTConfig, seed: int) -> dict[str, torch.Tensor]:
 
 
 def write_training_files(out: Path, policy_name: str, state_dim: int, action_dim: int,
-                         norm: str = "zscore", stats: dict | None = None) -> None:
+                         norm: str = "zscore", *, stats: dict | None = None) -> None:
     """What training writes beside the weights: policy_metadata.json, normalize.json and the
     statistics pickle (`stats`, shaped like aloha_stats' result; default: ALOHA-like joint
     statistics)."""

@@ -93,7 +93,7 @@ def record_states(demos: Demos, seeds: list[int]) -> tuple[list[np.ndarray], lis
     Returns per seed a (T, 21) float32 array, and whether the replay succeeded."""
     from policy_server_ros.sim.transfer_cube import TransferCubeSim  # noqa: PLC0415
 
-    sim = TransferCubeSim(height=0, width=0)
+    sim = TransferCubeSim(height=0, width=0, rendering=False)
     states, success = [], []
     for seed in seeds:
         commands = demos.commands[demos.index(seed)]

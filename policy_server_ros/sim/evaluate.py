@@ -44,6 +44,7 @@ class EvalConfig:
     inference_rate: float = 0.0  # Hz of sim time; 0 = on every observation
     video: bool = True
     video_episode: int = 0  # index into seeds
+    video_hw: tuple[int, int] = (240, 320)  # frames rendered for the video when no camera is
     domain_id: int | None = None
     node_params: dict[str, Any] = field(default_factory=dict)  # extra -p for the node
     on_episode: Callable[[dict], None] | None = None
@@ -131,7 +132,7 @@ class Pacer:
 class VideoRecorder:
     """Frames of one episode (the policy's camera, or a small render of it), written as MP4."""
 
-    def __init__(self, sim: Any, hw: tuple[int, int] = (240, 320), every: int = 2) -> None:
+    def __init__(self, sim: Any, hw: tuple[int, int] = (240, 320), every: int = 4) -> None:
         self.sim, self.hw, self.every = sim, hw, every
         self.frames: list[np.ndarray] = []
 
@@ -249,8 +250,8 @@ def evaluate(config: EvalConfig) -> dict:
         if loop is not None and policy.replay_demos is None:
             loop.start_node(None, config.out / "policy_server.log")
         for index, seed in enumerate(config.seeds):
-            recorder = VideoRecorder(sim) if config.video and index == config.video_episode \
-                else None
+            recorder = VideoRecorder(sim, config.video_hw) \
+                if config.video and index == config.video_episode else None
             replay = write_replay_policy(policy.replay_demos, seed,
                                          config.out / "replay" / f"seed_{seed}") \
                 if policy.replay_demos is not None else None
@@ -343,8 +344,9 @@ def _plot(results: list[EpisodeResult], path: Path, report: dict) -> None:
         ax1.plot(np.arange(len(r.rewards)) * CONTROL_PERIOD, r.rewards,
                  color="tab:green" if r.success else "tab:red", alpha=0.5)
     ax1.set(xlabel="sim time (s)", ylabel="reward", title="reward per episode (green: success)")
-    ax2.bar([str(r.seed) for r in results], [r.max_reward for r in results],
-            color=["tab:green" if r.success else "tab:red" for r in results])
+    ax2.bar(np.arange(len(results)), [r.max_reward for r in results],
+            color=["tab:green" if r.success else "tab:red" for r in results],
+            tick_label=[str(r.seed) for r in results])
     ax2.set(xlabel="seed", ylabel="max reward",
             title=f"success {report['successes']}/{report['episodes']} via {report['via']}")
     ax2.tick_params(axis="x", labelrotation=90, labelsize=6)

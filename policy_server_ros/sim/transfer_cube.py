@@ -34,11 +34,14 @@ def _import_task() -> tuple:
             f"the simulator needs the [sim] extra (gym-aloha, mujoco, dm-control): "
             f"pip install '.[sim]' ({exc})") from exc
     except (AttributeError, RuntimeError, OSError) as exc:  # PyOpenGL cannot load libEGL
-        raise SimUnavailable(
-            f"headless rendering with MUJOCO_GL={os.environ['MUJOCO_GL']} failed ({exc}); "
-            f"install libegl1 libegl-mesa0 libgl1-mesa-dri (apt-get), or set "
-            f"MUJOCO_GL=osmesa with libosmesa6") from exc
+        raise SimUnavailable(_no_rendering(exc)) from exc
     return mujoco, ASSETS_DIR, sim
+
+
+def _no_rendering(exc: BaseException) -> str:
+    return (f"headless rendering with MUJOCO_GL={os.environ.get('MUJOCO_GL')} failed "
+            f"({type(exc).__name__}: {exc}); MUJOCO_GL=egl needs Debian's libegl1 "
+            f"libegl-mesa0 libgl1-mesa-dri, MUJOCO_GL=osmesa needs libosmesa6 (apt-get install)")
 
 
 @dataclass
@@ -50,9 +53,11 @@ class StepResult:
 class TransferCubeSim:
     """One transfer-cube scene. reset(seed) places the cube; step(action) applies a 14-D joint
     command (arm joints in rad, grippers normalized 0 = closed .. 1 = open) for one 20 ms
-    control step and returns the task's reward."""
+    control step and returns the task's reward. height/width: the camera image (0: no camera);
+    rendering=False skips the check that headless rendering works (no camera, no video)."""
 
-    def __init__(self, height: int = 480, width: int = 640, camera: str = "top") -> None:
+    def __init__(self, height: int = 480, width: int = 640, camera: str = "top",
+                 rendering: bool = True) -> None:
         mujoco, assets, self._sim = _import_task()
         self.physics = mujoco.Physics.from_xml_path(
             str(assets / "bimanual_viperx_transfer_cube.xml"))
@@ -62,14 +67,11 @@ class TransferCubeSim:
         self.steps = 0
         self.max_reward = 0.0
         self.seed: int | None = None
-        if height > 0 and width > 0:
+        if rendering:  # camera or video; training needs neither
             try:  # the first render opens the GL context: fail here, once, in one line
                 self.physics.render(height=8, width=8, camera_id=camera)
             except Exception as exc:
-                raise SimUnavailable(
-                    f"headless rendering with MUJOCO_GL={os.environ.get('MUJOCO_GL')} failed "
-                    f"({type(exc).__name__}: {exc}); install libegl1 libegl-mesa0 "
-                    f"libgl1-mesa-dri (apt-get)") from exc
+                raise SimUnavailable(_no_rendering(exc)) from exc
 
     def reset(self, seed: int) -> None:
         """Arms at the start pose, the cube at the seed's pose, time 0."""
