@@ -278,10 +278,7 @@ def evaluate(config: EvalConfig) -> dict:
     finally:
         if loop is not None:
             loop.close()
-        if client is not None:
-            client.client.close()
-        if server is not None:
-            server.stop()
+        _close_socket(client, server)
     return write_report(config, policy, results, time.perf_counter() - started, video_path)
 
 
@@ -289,15 +286,20 @@ def _start_socket(config: EvalConfig, policy: Policy, replay: Path | None, serve
                   client: Any) -> tuple[Any, Any]:
     from policy_server_ros.sim.processes import PolicyProcess, child_env  # noqa: PLC0415
 
-    if client is not None:
-        client.client.close()
-    if server is not None:
-        server.stop()
+    _close_socket(client, server)
     server = PolicyProcess.socket_server(str(replay or policy.path), 0,
                                          config.out / "policy_server.log",
                                          child_env(None, False), [])
     server.wait_ready()
     return server, socket_client(server.socket_port(), config.execution_mode)
+
+
+def _close_socket(client: Any, server: Any) -> None:
+    if client is not None:
+        client.close()  # the scheduler's worker; then the connection it does not own
+        client.client.close()
+    if server is not None:
+        server.stop()
 
 
 def write_report(config: EvalConfig, policy: Policy, results: list[EpisodeResult],
