@@ -54,6 +54,7 @@ from policy_server_ros.action_messages import (
 )
 from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
+from policy_server_ros.command_stream import CommandStream
 from policy_server_ros.diagnostics import InputRates, Stats, inference_status
 from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
 from policy_server_ros.inputs import InputTopic, ParameterError, assembler_config, input_topics
@@ -130,6 +131,7 @@ class PolicyServerWork(Node):
         self.chunk_pub: Publisher | None = None
         self.trajectory_pub: Publisher | None = None
         self.diagnostics_pub: Publisher | None = None
+        self.commands: CommandStream | None = None  # execution_mode != none
         self._server_services: list[Service] = []
         self._active_handles: list[Subscription | Timer] = []
         self.active = False
@@ -153,6 +155,11 @@ class PolicyServerWork(Node):
         engine = self._start_engine()
         try:
             self._check_fits(engine.policy.spec, engine.policy.camera_names)
+            self.commands = None if p["execution_mode"] == "none" \
+                else CommandStream(self, p, engine.policy.spec)
+        except ValueError as exc:  # the command stream's parameters do not fit the policy
+            engine.close()
+            raise StartupError(str(exc)) from exc
         except StartupError:
             engine.close()
             raise
@@ -177,6 +184,8 @@ class PolicyServerWork(Node):
         if p["inference_rate"] > 0:
             self._active_handles.append(self.create_timer(1.0 / p["inference_rate"],
                                                           self._try_infer))
+        if self.commands is not None:
+            self.commands.start()
         bridge: PolicySocketServer | None = None
         if p["socket_bridge_enabled"]:
             try:
@@ -201,6 +210,9 @@ class PolicyServerWork(Node):
         self.bridge_supervisor.bridge = None
         with self._lock:
             self._pending = None
+        if self.commands is not None:
+            self.commands.stop()
+            self.commands.reset()  # a new activation starts without old chunks
 
     def cleanup_work(self) -> None:
         """Free the model (and its device memory), the publishers and the services."""
@@ -209,7 +221,9 @@ class PolicyServerWork(Node):
                 self.destroy_publisher(publisher)
         for service in self._server_services:
             self.destroy_service(service)
-        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = None
+        if self.commands is not None:
+            self.commands.destroy()
+        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = self.commands = None
         self._server_services = []
         if self.engine is not None:
             self.engine.close()  # closes the policy, which releases the model
@@ -257,9 +271,12 @@ class PolicyServerWork(Node):
         self.assembler = ObservationAssembler(self.assembler.config)
         with self._lock:
             self._pending = None
+        if self.commands is not None:
+            self.commands.reset()
         response.success = True
         response.message = ("cleared: buffered input messages, the latched instruction, the "
-                            "waiting observation; the next observation is timestep 0")
+                            "waiting observation, the scheduled commands; the next "
+                            "observation is timestep 0")
         return response
 
     def _on_model_info(self, _request: Trigger.Request, response: Trigger.Response
@@ -333,6 +350,8 @@ class PolicyServerWork(Node):
         return self.get_clock().now().nanoseconds
 
     def _try_infer(self) -> None:
+        if self.commands is not None and not self._wants_chunk():
+            return
         try:
             assembled = self.assembler.assemble(self._now_ns())
         except AssemblyError as exc:
@@ -341,6 +360,16 @@ class PolicyServerWork(Node):
             return
         if assembled is not None:
             self._dispatch(assembled)
+
+    def _wants_chunk(self) -> bool:
+        """execution_mode chunk and aggregate: infer only when the plan runs low
+        (refill_threshold) and no chunk is already on its way; ensemble: always."""
+        if self.commands.infers_on_every_observation:
+            return True
+        with self._lock:
+            if self._in_flight:
+                return False
+        return self.commands.wants_chunk(self._now_ns())
 
     def _dispatch(self, assembled: Assembled) -> None:
         """Run now if the engine is free; else keep only the newest waiting observation."""
@@ -411,6 +440,8 @@ class PolicyServerWork(Node):
                 throttle_duration_sec=WARN_PERIOD_S)
         elif self.trajectory_pub is not None:
             self._publish_trajectory(actions, assembled.stamp_ns)
+        if self.commands is not None:
+            self.commands.add_chunk(actions, output.spec, assembled.stamp_ns, self._now_ns())
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latency_ms.append((self._now_ns() - assembled.stamp_ns) / 1e6)
@@ -444,7 +475,8 @@ class PolicyServerWork(Node):
             stats=self.stats, rates=self._rates.tick(self.assembler), topics=self.topics,
             max_age_s=self.params["max_observation_age"],
             extra={"socket bridge clients": self.bridge_supervisor.client_count,
-                   "socket bridge restarts": self.bridge_supervisor.restarts})
+                   "socket bridge restarts": self.bridge_supervisor.restarts,
+                   **(self.commands.diagnostics(self._now_ns()) if self.commands else {})})
         if warnings.missing:
             self.get_logger().warning(warnings.missing, throttle_duration_sec=WARN_PERIOD_S)
         if warnings.stale:

@@ -320,7 +320,8 @@ def _other_value(spec: ParamSpec) -> tuple[str, Any]:
     if spec.kind is bool:
         return str(not spec.default).lower(), not spec.default
     if spec.kind is list:
-        value = [f"/test/{spec.name}_a", f"/test/{spec.name}_b"]
+        value = ["1.5", "-2"] if spec.allowed == "numbers" else \
+            [f"/test/{spec.name}_a", f"/test/{spec.name}_b"]
         return f"[{', '.join(value)}]", value
     if spec.kind is str:
         # A topic, a device, or a string that YAML would read as a number (it stays a string).

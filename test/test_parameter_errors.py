@@ -33,7 +33,7 @@ def _bad_values(spec: ParamSpec) -> list[tuple[Any, str]]:
     if spec.choices:
         out.append(("bogus", "is not one of"))
     if spec.pattern:
-        out.append(("gpu", f"must be {spec.allowed}"))
+        out.append((["gpu"] if spec.is_list else "gpu", f"must be {spec.allowed}"))
     if spec.topic:
         bad = "/cam/2nd image"
         out.append(([bad] if spec.is_list else bad, "is not a valid ROS topic name"))
