@@ -16,6 +16,7 @@ from typing import Any
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
 from policy_server_ros.msg import ActionChunk
@@ -64,7 +65,10 @@ class RosLoop:
     def __init__(self, config: EvalConfig, policy: Policy, sim: Any) -> None:
         self.config, self.policy = config, policy
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=config.domain_id)
+        # rclpy's signal handlers off: Ctrl+C must raise here, so the episode loop stops and
+        # the policy node is shut down (evaluate()'s finally).
+        rclpy.init(context=self.context, domain_id=config.domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
         self.robot = SimRobotNode(sim, RobotTopics(command=COMMAND_TOPIC,
                                                    command_type="joint_state"),
                                   context=self.context)
