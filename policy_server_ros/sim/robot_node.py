@@ -17,8 +17,6 @@ values in JOINT_NAMES order). No command yet in an episode: the arms hold their 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +81,7 @@ class SimRobotNode(Node):
         self.commands_refused = 0
         self.now_ns = 0  # sim time, monotonic across episodes
         self.episode_start_ns = 0
-        self.on_command: Callable[[int], None] | None = None  # hook: wall ns of each command
+        self._hold: np.ndarray | None = None  # the start pose, until the first command
 
     # --- commands ------------------------------------------------------------------------
     def _on_command(self, msg: JointState | Float64MultiArray) -> None:
@@ -106,8 +104,6 @@ class SimRobotNode(Node):
         with self._lock:
             self._command = command
             self.commands_received += 1
-        if self.on_command is not None:
-            self.on_command(time.perf_counter_ns())
 
     def command_publisher_count(self) -> int:
         return self.count_publishers(self.command_sub.topic_name)
@@ -156,6 +152,8 @@ class SimRobotNode(Node):
 
     def step(self) -> float:
         """Apply the newest command (the start pose before the first) for one control step."""
+        if self._hold is None:
+            raise RuntimeError("reset(seed) starts an episode before step()")
         command = self.latest_command()
         reward = self.sim.step(self._hold if command is None else command)
         self.now_ns += PERIOD_NS
