@@ -297,7 +297,7 @@ def _start_socket(config: EvalConfig, policy: Policy, replay: Path | None, serve
 def _close_socket(client: Any, server: Any) -> None:
     if client is not None:
         client.close()  # the scheduler's worker; then the connection it does not own
-        client.client.close()
+        client.client.disconnect()
     if server is not None:
         server.stop()
 
