@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from policy_server_ros.chunk_scheduler import SchedulerConfig
 from policy_server_ros.sim.episodes import CONTROL_PERIOD, EPISODE_STEPS
+from socket_bridge.client import PolicyClient
+from socket_bridge.scheduled_client import ScheduledPolicyClient
 
 log = logging.getLogger("policy_server_ros.sim")
 
@@ -202,18 +205,10 @@ def run_socket_episode(client: Any, sim: Any, seed: int, *, config: EvalConfig,
                          latency, rewards)
 
 
-def socket_client(port: int, mode: str) -> Any:
-    """issue 10's ScheduledPolicyClient around a PolicyClient: the node's scheduler, client-side.
-    Inline requests (the simulator waits for the reply; time is counted in control steps)."""
-    try:
-        from socket_bridge.scheduled_client import ScheduledPolicyClient  # noqa: PLC0415
-
-        from policy_server_ros.chunk_scheduler import SchedulerConfig  # noqa: PLC0415
-    except ImportError as exc:
-        raise EvalError(f"--via socket needs the client-side chunk scheduler "
-                        f"(socket_bridge.scheduled_client): {exc}") from None
-    from socket_bridge.client import PolicyClient  # noqa: PLC0415
-
+def socket_client(port: int, mode: str) -> ScheduledPolicyClient:
+    """The node's chunk scheduler on the client side (ScheduledPolicyClient around a
+    PolicyClient), with inline requests: the simulator waits for each reply, and time is
+    counted in control steps."""
     client = PolicyClient("127.0.0.1", port, connect_timeout=10, read_timeout=60)
     return ScheduledPolicyClient(client, SchedulerConfig(mode=mode, period_s=CONTROL_PERIOD))
 
@@ -279,7 +274,8 @@ def evaluate(config: EvalConfig) -> dict:
         if loop is not None:
             loop.close()
         _close_socket(client, server)
-    return write_report(config, policy, results, time.perf_counter() - started, video_path)
+    return write_report(config, policy, results, total_s=time.perf_counter() - started,
+                        video=video_path, image_hw=(sim.height, sim.width))
 
 
 def _start_socket(config: EvalConfig, policy: Policy, replay: Path | None, server: Any,
@@ -302,8 +298,8 @@ def _close_socket(client: Any, server: Any) -> None:
         server.stop()
 
 
-def write_report(config: EvalConfig, policy: Policy, results: list[EpisodeResult],
-                 total_s: float, video: Path | None) -> dict:
+def write_report(config: EvalConfig, policy: Policy, results: list[EpisodeResult], *,
+                 total_s: float, video: Path | None, image_hw: tuple[int, int]) -> dict:
     latency = [x for r in results for x in r.latency_ms]
     steps = sum(r.steps for r in results)
     wall = sum(r.wall_s for r in results)
@@ -322,7 +318,7 @@ def write_report(config: EvalConfig, policy: Policy, results: list[EpisodeResult
         "real_time_factor": steps * CONTROL_PERIOD / wall if wall else None,
         "command_rate_hz_sim": sum(r.commands for r in results) / (steps * CONTROL_PERIOD)
         if steps else None,
-        "image_size": [config.image_hw] if config.image_hw else None,
+        "image_size": list(image_hw) if policy.cameras else None,
         "camera_rendered": policy.cameras > 0,
         "target_real_time_factor": config.real_time_factor,
         "total_wall_s": total_s,
