@@ -170,6 +170,7 @@ def test_bad_inputs_stop_the_evaluation_in_one_line(tmp_path: Path) -> None:
 
 def test_missing_rendering_is_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MUJOCO_GL": "osmesa"}  # no libOSMesa here: like a missing libEGL
+    env.pop("PYOPENGL_PLATFORM", None)  # set by dm_control when imported in this process
     result = _cli("eval", "--model", str(MLP), "--seeds", "1", "--out", str(tmp_path), env=env)
     assert result.returncode == 2, result
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("policy_server_sim")]

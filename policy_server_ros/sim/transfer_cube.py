@@ -29,11 +29,11 @@ def _import_task() -> tuple:
         from dm_control import mujoco  # noqa: PLC0415
         from gym_aloha.constants import ASSETS_DIR  # noqa: PLC0415
         from gym_aloha.tasks import sim  # noqa: PLC0415
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise SimUnavailable(
             f"the simulator needs the [sim] extra (gym-aloha, mujoco, dm-control): "
             f"pip install '.[sim]' ({exc})") from exc
-    except (AttributeError, RuntimeError, OSError) as exc:  # PyOpenGL cannot load libEGL
+    except (ImportError, AttributeError, RuntimeError, OSError) as exc:  # no GL platform
         raise SimUnavailable(_no_rendering(exc)) from exc
     return mujoco, ASSETS_DIR, sim
 
