@@ -20,8 +20,11 @@ KEYS = {
     "std_srvs": "std_srvs", "lifecycle_msgs": "lifecycle_msgs",
     "numpy": "python3-numpy", "yaml": "python3-yaml", "torch": "python3-torch",
     "PIL": "python3-pil", "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
-    "rosbags": "python3-rosbags-pip", "safetensors": None,
+    "rosbags": "python3-rosbags-pip", "safetensors": None, "rosgraph_msgs": "rosgraph_msgs",
 }
+# The optional [sim] extra (pyproject.toml, requirements/sim.txt): imported only by
+# policy_server_ros/sim/, installed with `pip install '.[sim]'`, not by rosdep.
+SIM_EXTRA = {"dm_control", "gym_aloha", "imageio"}
 # System keys checked in ros/rosdistro's rosdep/python.yaml (commit 8468e88, 2026-08-22);
 # python3-safetensors and python3-safetensors-pip are not there.
 ROSDEP_PYTHON_KEYS = {"python3-numpy", "python3-yaml", "python3-torch", "python3-pil",
@@ -55,7 +58,8 @@ def test_every_third_party_import_is_a_dependency_with_a_rosdep_key() -> None:
     manifest = _manifest()
     run_time = manifest.get("depend", set()) | manifest.get("exec_depend", set())
     third_party = {name: where for name, where in _imports().items()
-                   if name not in FIRST_PARTY and name not in sys.stdlib_module_names}
+                   if name not in FIRST_PARTY and name not in sys.stdlib_module_names
+                   and name not in SIM_EXTRA}
     unknown = {name: where for name, where in third_party.items() if name not in KEYS}
     assert not unknown, f"imports without a rosdep decision (add to package.xml and KEYS): " \
                         f"{unknown}"
@@ -64,6 +68,14 @@ def test_every_third_party_import_is_a_dependency_with_a_rosdep_key() -> None:
     assert not missing, f"package.xml lacks {missing}"  # before: rcl_interfaces, rosbags
     system = {key for keys in manifest.values() for key in keys if key.startswith("python3-")}
     assert system <= ROSDEP_PYTHON_KEYS, f"not rosdep keys: {system - ROSDEP_PYTHON_KEYS}"
+
+
+def test_the_sim_extra_stays_in_the_sim_package() -> None:
+    outside = {name: where for name, where in _imports().items()
+               if name in SIM_EXTRA and not where.startswith("policy_server_ros/sim/")}
+    assert not outside, f"the [sim] extra imported outside policy_server_ros/sim: {outside}"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "`[sim]`" in readme and "requirements/sim.txt" in readme
 
 
 def test_launch_and_colcon_test_dependencies() -> None:
