@@ -226,6 +226,10 @@ def evaluate(config: EvalConfig) -> dict:
             policy.replay_demos.index(seed)  # every seed has a demonstration, or stop now
     if config.via not in ("ros", "socket"):
         raise EvalError(f"--via must be ros or socket, got {config.via!r}")
+    if policy.family == "replay" and config.via == "ros" and config.execution_mode != "ensemble":
+        log.warning("replay over ROS follows the control step only in ensemble mode: in %s "
+                    "mode the node skips observations between refills, and replay's timestep "
+                    "(observations counted) falls behind", config.execution_mode)
     hw = config.image_hw if config.image_hw is not None else \
         ((480, 640) if policy.cameras else (0, 0))
     if policy.cameras and hw[0] <= 0:
@@ -262,14 +266,9 @@ def evaluate(config: EvalConfig) -> dict:
             results.append(result)
             if recorder is not None:
                 video_path = recorder.write(config.out / f"episode_seed{seed}.mp4")
-            summary = {k: v for k, v in asdict(result).items()
-                       if k not in ("latency_ms", "rewards")}
-            log.info("episode %d/%d seed %d: %s, max reward %.0f, return %.0f, %d steps, "
-                     "%.1f s", index + 1, len(config.seeds), seed,
-                     "SUCCESS" if result.success else "failure", result.max_reward,
-                     result.episode_return, result.steps, result.wall_s)
             if config.on_episode is not None:
-                config.on_episode(summary)
+                config.on_episode({k: v for k, v in asdict(result).items()
+                                   if k not in ("latency_ms", "rewards")})
     finally:
         if loop is not None:
             loop.close()
