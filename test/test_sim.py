@@ -134,8 +134,9 @@ def test_camera_policy_runs_the_loop(tmp_path: Path) -> None:
     from policy_server_ros.example_checkpoint import small_config, write_example_checkpoint
 
     ckpt = write_example_checkpoint(tmp_path / "act", small_config(cameras=1))
+    # At a quarter of real time, so that a loaded machine still gets chunks back in time.
     report = _eval(tmp_path, model=str(ckpt), seeds=[5], via="ros", video=False, max_steps=40,
-                   image_hw=(48, 64))
+                   image_hw=(48, 64), real_time_factor=0.25)
     assert report["camera_rendered"]
     assert report["episodes_detail"][0]["steps"] == 40
     assert report["episodes_detail"][0]["commands"] > 10
