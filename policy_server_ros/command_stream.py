@@ -76,7 +76,7 @@ class CommandTiming:
 
 
 class CommandStream:
-    """Scheduler, publisher and timer of the commands. Raises ValueError (one line) when the
+    """Scheduler, publisher and control loop of the commands. Raises ValueError (one line) when the
     parameters do not fit the policy's actions."""
 
     def __init__(self, node: Node, params: Mapping[str, Any], spec: ActionSpec) -> None:

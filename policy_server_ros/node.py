@@ -56,7 +56,8 @@ from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
 from policy_server_ros.command_stream import CommandStream
 from policy_server_ros.diagnostics import InputRates, Stats, inference_status
-from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
+from policy_server_ros.engine import BackendUnavailable, EngineBusy, EngineClosed
+from policy_server_ros.engine_backends import Engine, RayOptions, make_engine
 from policy_server_ros.inputs import InputTopic, ParameterError, assembler_config, input_topics
 from policy_server_ros.model_info import model_info
 from policy_server_ros.msg import ActionChunk
@@ -66,7 +67,7 @@ from policy_server_ros.observation_assembler import (
     AssemblyError,
     ObservationAssembler,
 )
-from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
+from policy_server_ros.policies import LoadOptions, PolicyLoadError
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from policy_server_ros.ros_conversions import ConversionError, stamp_ns
 from policy_server_ros.ros_handoff import ExecutorHandoff
@@ -125,7 +126,7 @@ class PolicyServerWork(Node):
         self._pending: Assembled | None = None
         self.exit_code = 0
         self._results = ExecutorHandoff(self, self._on_result)
-        self.engine: InferenceEngine | None = None
+        self.engine: Engine | None = None
         self.assembler: ObservationAssembler | None = None
         self.topics: dict[str, str] = {}
         self.chunk_pub: Publisher | None = None
@@ -301,7 +302,7 @@ class PolicyServerWork(Node):
         self.exit_code = 1
         self.context.try_shutdown()
 
-    def _start_engine(self) -> InferenceEngine:
+    def _start_engine(self) -> Engine:
         p = self.params
         model = p["model_name_or_path"]
         try:
@@ -310,16 +311,19 @@ class PolicyServerWork(Node):
                 self.get_logger().warning(f"Serving the example checkpoint {model}: its weights "
                                           f"are untrained; its actions are not meant for a real "
                                           f"robot.")
-            policy = load_policy(model, LoadOptions(
-                device=p["device"], dataset_id=p["dataset_id"], min_std=p["min_std"],
-                precision=p["precision"], compile=p["compile"],
-                seed=None if p["seed"] < 0 else p["seed"],
-                num_inference_steps=p["num_inference_steps"], use_ema=p["use_ema"],
-                replay_episode=p["replay_episode"]))
+            engine = make_engine(
+                p["backend"], model, LoadOptions(
+                    device=p["device"], dataset_id=p["dataset_id"], min_std=p["min_std"],
+                    precision=p["precision"], compile=p["compile"],
+                    seed=None if p["seed"] < 0 else p["seed"],
+                    num_inference_steps=p["num_inference_steps"], use_ema=p["use_ema"],
+                    replay_episode=p["replay_episode"]),
+                chunk_size=p["chunk_size"], max_batch=p["max_batch"],
+                max_wait_ms=p["max_wait_ms"],
+                ray=RayOptions.from_settings(p, request_timeout=p["socket_inference_timeout"]))
         except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
-                OSError) as exc:  # a bad checkpoint, device or option: say which, one line
-            raise StartupError(str(exc)) from exc
-        engine = InferenceEngine(policy, chunk_size=p["chunk_size"], max_batch=p["max_batch"])
+                OSError, BackendUnavailable) as exc:  # a bad checkpoint, device, option or
+            raise StartupError(str(exc)) from exc  # cluster: say which, one line
         engine.wait_ready()
         return engine
 

@@ -46,6 +46,10 @@ DEVICE = {"pattern": r"cpu|cuda(:\d+)?", "allowed": "cpu, cuda or cuda:N"}
 NUMBER = {"pattern": r"[-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf)", "allowed": "numbers"}
 # A ROS 2 topic name: tokens of letters, digits and _ (not starting with a digit) joined by /,
 # absolute (/), relative, or private (~/); `ros2 topic` and rcl refuse anything else.
+# ray_address: `local` starts a cluster in this process, `auto` finds the one running on this
+# machine, else host:port of a cluster's head (GCS), optionally with a ray:// scheme.
+RAY_ADDRESS = {"pattern": r"local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+",
+               "allowed": "local, auto or host:port"}
 TOPIC_PATTERN = r"(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*|~"
 
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -73,6 +77,28 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        max=1000000),
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
+    _p("max_wait_ms", 0.0, "how long a batch waits for more requests (ms); 0 batches only what "
+       "is already queued", min=0.0, max=10000.0),
+    # Where the policy runs (engine_backends.py).
+    _p("backend", "local", "inference engine: local (this process) or ray (a Ray Serve "
+       "deployment; needs the [ray] extra)", choices=("local", "ray")),
+    _p("ray_address", "local", "ray: local (start a cluster in this process), auto (the "
+       "cluster running on this machine) or host:port of a cluster's head",
+       **RAY_ADDRESS),
+    _p("ray_app", "policy_server", "ray: Serve application name; a running one serving the same "
+       "model is shared, else it is deployed", pattern=r"[A-Za-z0-9_\-]+",
+       allowed="letters, digits, _ or -"),
+    _p("replicas", 1, "ray: replicas of the model (each loads it on its own device)", min=1,
+       max=1024),
+    _p("min_replicas", 0, "ray: autoscaling lower bound (used when max_replicas > 0)", min=0,
+       max=1024),
+    _p("max_replicas", 0, "ray: autoscaling upper bound; 0 = a fixed number of replicas", min=0,
+       max=1024),
+    _p("replica_gpus", 0.0, "ray: GPUs per replica (a fraction shares one); 0 on CPU", min=0.0,
+       max=64.0),
+    _p("replica_cpus", 1.0, "ray: CPUs per replica", min=0.0, max=1024.0),
+    _p("ray_connect_timeout", 30.0, "ray: seconds to keep retrying an unreachable cluster at "
+       "start-up", min=0.1, max=3600.0),
     # Inputs.
     # Input topic defaults are relative, so they follow the node's namespace (robot1/...).
     _p("camera_topics", ["camera/color/image_raw"],
@@ -180,7 +206,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        "file holding the socket bridge's shared token (clients must authenticate); empty = "
        "POLICY_SERVER_AUTH_TOKEN if set, else no authentication"),
     _p("socket_inference_timeout", 60.0,
-       "seconds a socket client waits for the policy before it is answered []",
+       "seconds a socket client waits for the policy before it is answered []; with backend ray "
+       "also the longest a ROS observation waits (then it counts as a failure)",
        min=0.1, max=3600.0),
 )
 
