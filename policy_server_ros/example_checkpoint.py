@@ -113,9 +113,10 @@ def _seeded_weights(config: ACTConfig, seed: int) -> dict[str, torch.Tensor]:
 
 
 def write_training_files(out: Path, policy_name: str, state_dim: int, action_dim: int,
-                         norm: str = "zscore") -> None:
+                         norm: str = "zscore", *, stats: dict | None = None) -> None:
     """What training writes beside the weights: policy_metadata.json, normalize.json and the
-    statistics pickle (ALOHA-like joint statistics, see aloha_stats)."""
+    statistics pickle (`stats`, shaped like aloha_stats' result; default: ALOHA-like joint
+    statistics)."""
     (out / METADATA).write_text(json.dumps({"policy_module": f"policy.{policy_name}",
                                             "policy_name": policy_name}, indent=2))
     (out / NORMALIZE).write_text(json.dumps({
@@ -125,9 +126,10 @@ def write_training_files(out: Path, policy_name: str, state_dim: int, action_dim
         "state": {DATASET_ID: norm},
         "action": {DATASET_ID: norm},
     }, indent=2))
-    stats = aloha_stats(state_dim)
-    if action_dim != state_dim:
-        stats["action"] = aloha_stats(action_dim)["action"]
+    if stats is None:
+        stats = aloha_stats(state_dim)
+        if action_dim != state_dim:
+            stats["action"] = aloha_stats(action_dim)["action"]
     with open(out / f"{DATASET_ID}_stats_{CTRL_SPACE}_{CTRL_TYPE}.pkl", "wb") as f:
         pickle.dump(stats, f)
 

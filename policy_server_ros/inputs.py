@@ -69,6 +69,9 @@ def input_topics(params: Mapping[str, Any]) -> list[InputTopic]:
     if p["ee_pose_topic"]:
         out.append(InputTopic("ee", p["ee_pose_topic"], "geometry_msgs/msg/PoseStamped",
                               pose_to_vector, "state_qos"))
+    if p["object_pose_topic"]:
+        out.append(InputTopic("object", p["object_pose_topic"], "geometry_msgs/msg/PoseStamped",
+                              pose_to_vector, "state_qos"))
     if p["pointcloud_topic"]:
         out.append(InputTopic("pointcloud", p["pointcloud_topic"], "sensor_msgs/msg/PointCloud2",
                               pointcloud_xyz, "state_qos"))
@@ -85,6 +88,7 @@ def assembler_config(params: Mapping[str, Any]) -> AssemblerConfig:
     return AssemblerConfig(
         cameras=len(p["camera_topics"]), depths=len(p["depth_topics"]),
         has_joints=bool(p["joint_state_topic"]), has_ee=bool(p["ee_pose_topic"]),
+        has_object=bool(p["object_pose_topic"]),
         has_pointcloud=bool(p["pointcloud_topic"]), has_language=bool(p["language_topic"]),
         required=tuple(p["required_inputs"]), state_parts=tuple(p["state_inputs"]),
         slop_s=p["sync_slop"], max_age_s=p["max_observation_age"])

@@ -113,16 +113,20 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        kind=list),
     _p("ee_pose_topic", "", "geometry_msgs/PoseStamped end-effector pose topic; empty = none",
        topic=True),
+    _p("object_pose_topic", "", "geometry_msgs/PoseStamped pose of the manipulated object "
+       "(MetaObs.state_obj: x, y, z, qx, qy, qz, qw); empty = none", topic=True),
     _p("pointcloud_topic", "", "sensor_msgs/PointCloud2 topic (float32 x, y, z); empty = none",
        topic=True),
     _p("language_topic", "", "std_msgs/String instruction topic (latched); empty = none",
        topic=True),
     _p("required_inputs", ["cameras", "joints"],
-       "inputs an observation must have: cameras, depth, joints, ee, pointcloud, language",
+       "inputs an observation must have: cameras, depth, joints, ee, object, pointcloud, "
+       "language",
        kind=list),
     _p("state_inputs", ["joints"],
-       "what MetaObs.state concatenates, in order: joints (in joint_names order) and/or ee "
-       "(x, y, z, qx, qy, qz, qw); each must also be in required_inputs", kind=list),
+       "what MetaObs.state concatenates, in order: joints (in joint_names order), ee and/or "
+       "object (poses: x, y, z, qx, qy, qz, qw); each must also be in required_inputs",
+       kind=list),
     _p("sync_slop", 0.05, "largest stamp difference (s) between messages of one observation",
        min=0.0, max=10.0),
     _p("max_observation_age", 0.5, "observations older than this (s) never trigger inference",

@@ -1,9 +1,9 @@
 """Observation assembly: time-synchronized, never stale. No ROS here: the node feeds it converted
 messages with their header stamps, and the rosbag evaluator feeds it the same from a bag.
 
-Inputs are named `camera/<i>`, `depth/<i>`, `joints`, `ee`, `pointcloud` (timed: kept in short
-buffers) and `language` (latched: the latest string holds until replaced). A complete set is one
-message from each required timed input whose stamps lie within `slop` of each other.
+Inputs are named `camera/<i>`, `depth/<i>`, `joints`, `ee`, `object`, `pointcloud` (timed: kept
+in short buffers) and `language` (latched: the latest string holds until replaced). A complete set
+is one message from each required timed input whose stamps lie within `slop` of each other.
 
 What makes a new observation: every set is built around one message of the pivot, the
 slowest required input (longest median interval between its stamps; cameras first on a tie,
@@ -40,8 +40,8 @@ import numpy as np
 
 from socket_bridge.wire_types import MetaObs
 
-STATE_PARTS = ("joints", "ee")
-TIMED_KINDS = ("cameras", "depth", "joints", "ee", "pointcloud")
+STATE_PARTS = ("joints", "ee", "object")
+TIMED_KINDS = ("cameras", "depth", "joints", "ee", "object", "pointcloud")
 INPUT_KINDS = (*TIMED_KINDS, "language")
 # How much slower (median interval) an input must be to take the pivot from an earlier one.
 PIVOT_MARGIN = 1.2
@@ -66,6 +66,7 @@ class AssemblerConfig:
     depths: int = 0
     has_joints: bool = True
     has_ee: bool = False
+    has_object: bool = False  # the manipulated object's pose (MetaObs.state_obj)
     has_pointcloud: bool = False
     has_language: bool = False
     required: tuple[str, ...] = ("cameras", "joints")
@@ -76,7 +77,7 @@ class AssemblerConfig:
 
     def __post_init__(self) -> None:
         present = {"cameras": self.cameras > 0, "depth": self.depths > 0,
-                   "joints": self.has_joints, "ee": self.has_ee,
+                   "joints": self.has_joints, "ee": self.has_ee, "object": self.has_object,
                    "pointcloud": self.has_pointcloud, "language": self.has_language}
         unknown = [k for k in self.required if k not in INPUT_KINDS]
         if unknown:
@@ -94,8 +95,9 @@ class AssemblerConfig:
             raise ValueError("sync slop must be >= 0 and maximum observation age > 0")
         timed_required = [k for k in self.required if k != "language"]
         if not timed_required:
-            raise ValueError("at least one timed input (cameras, depth, joints, ee, pointcloud) "
-                             "must be required, or nothing would ever trigger an observation")
+            raise ValueError("at least one timed input (cameras, depth, joints, ee, object, "
+                             "pointcloud) must be required, or nothing would ever trigger an "
+                             "observation")
         optional = [p for p in self.state_parts if p not in self.required]
         if optional:
             raise ValueError(f"state inputs {optional} are not in required_inputs: an "
@@ -106,6 +108,7 @@ class AssemblerConfig:
         names = [f"camera/{i}" for i in range(self.cameras)]
         names += [f"depth/{i}" for i in range(self.depths)]
         names += [n for n, on in (("joints", self.has_joints), ("ee", self.has_ee),
+                                  ("object", self.has_object),
                                   ("pointcloud", self.has_pointcloud),
                                   ("language", self.has_language)) if on]
         return names
@@ -260,7 +263,8 @@ class ObservationAssembler:
         # Every state part is required (AssemblerConfig), so each is in the set.
         state = np.concatenate([values[p] for p in cfg.state_parts]).astype(np.float32) \
             if cfg.state_parts else None
-        return MetaObs(state=state, state_joint=joints, state_ee=ee, image=image, depth=depth,
+        return MetaObs(state=state, state_joint=joints, state_ee=ee,
+                       state_obj=values.get("object"), image=image, depth=depth,
                        pc=values.get("pointcloud"), raw_lang=self.language or "",
                        timestep=self.timestep)
 

@@ -6,6 +6,10 @@
 # scripts/run.sh --demo [ROS args]: the same node, fed by the sample robot bag (written to
 # results/sample_bag on first use) replayed in a loop; prints action chunks and their latency
 # every second until Ctrl+C. The node's log goes to results/demo_node.log.
+#
+# scripts/run.sh --sim [policy_server_sim eval options]: the simulated ALOHA (MuJoCo, headless)
+# driven through ROS 2 by the node serving the trained transfer-cube MLP, 5 episodes on seeds
+# it was not trained on; prints each episode's outcome, writes results/sim_run/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup_venv.sh"
@@ -14,6 +18,11 @@ venv=${VENV:-$root/.venv}
 export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$root/config/fastdds_large_shm.xml}
 cd "$root"
 
+if [ "${1:-}" = "--sim" ]; then
+  shift
+  exec "$venv/bin/python" -m policy_server_ros.sim eval --model examples/sim_transfer_cube/mlp \
+    --seeds 100-104 --out results/sim_run "$@"
+fi
 if [ "${1:-}" != "--demo" ]; then
   exec "$venv/bin/python" -m policy_server_ros --ros-args "$@"
 fi

@@ -30,7 +30,8 @@ deps_hash=$(cat "$root"/requirements/*.txt "$root/pyproject.toml" | sha256sum | 
 if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps_hash" ]; then
   echo "==> installing pinned dependencies"
   "${pip[@]}" install -q -c "$root/requirements/constraints.txt" \
-    -r "$root/requirements/build.txt" -r "$root/requirements/test.txt"
+    -r "$root/requirements/build.txt" -r "$root/requirements/test.txt" \
+    -r "$root/requirements/sim.txt"
   echo "$deps_hash" > "$deps_stamp"
   rm -f "$venv/.package.sha256"
 fi

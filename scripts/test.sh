@@ -7,6 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup_venv.sh"
 "$root/scripts/setup_numpy126_venv.sh"  # the numpy 1.26 client's venv (test_numpy126_compat)
+"$root/scripts/setup_sim_system.sh"  # EGL for the simulator's headless rendering (test_sim)
 venv=${VENV:-$root/.venv}
 cd "$root"
 echo "==> ruff"

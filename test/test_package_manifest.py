@@ -21,11 +21,11 @@ KEYS = {
     "std_srvs": "std_srvs", "lifecycle_msgs": "lifecycle_msgs",
     "numpy": "python3-numpy", "yaml": "python3-yaml", "torch": "python3-torch",
     "PIL": "python3-pil", "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
-    "rosbags": "python3-rosbags-pip", "safetensors": None,
+    "rosbags": "python3-rosbags-pip", "safetensors": None, "rosgraph_msgs": "rosgraph_msgs",
 }
 # Optional extras (pyproject's [project.optional-dependencies]): imported only by the modules
 # of the feature that needs them, never by the core, so package.xml does not list them.
-OPTIONAL_EXTRAS = {"ray": "ray"}
+OPTIONAL_EXTRAS = {"ray": "ray", "dm_control": "sim", "gym_aloha": "sim", "imageio": "sim"}
 # System keys checked in ros/rosdistro's rosdep/python.yaml (commit 8468e88, 2026-08-22);
 # python3-safetensors and python3-safetensors-pip are not there.
 ROSDEP_PYTHON_KEYS = {"python3-numpy", "python3-yaml", "python3-torch", "python3-pil",
@@ -77,6 +77,15 @@ def test_optional_extras_are_declared_in_pyproject() -> None:
     for module, extra in OPTIONAL_EXTRAS.items():
         assert re.search(rf"^{extra} = \[", section, re.M), \
             f"{module} is imported but pyproject has no [{extra}] extra"
+
+
+def test_the_sim_extra_stays_in_the_sim_package() -> None:
+    sim_modules = {m for m, extra in OPTIONAL_EXTRAS.items() if extra == "sim"}
+    outside = {name: where for name, where in _imports().items()
+               if name in sim_modules and not where.startswith("policy_server_ros/sim/")}
+    assert not outside, f"the [sim] extra imported outside policy_server_ros/sim: {outside}"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "`[sim]`" in readme and "requirements/sim.txt" in readme
 
 
 def test_launch_and_colcon_test_dependencies() -> None:
