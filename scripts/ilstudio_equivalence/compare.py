@@ -35,8 +35,9 @@ ORIGINAL_MIN_STD = 0.01  # the original's zscore floor at the commit compared
 
 
 def make_inputs(out: Path, state_dim: int, cameras: int, image_hw: tuple[int, int],
-                seed: int) -> None:
-    """Cases `single` (B=1) and `batch` (B=3): float32 state, uint8 images (B, K, 3, H, W)."""
+                seed: int, *, state_obj_dim: int = 0) -> None:
+    """Cases `single` (B=1) and `batch` (B=3): float32 state, uint8 images (B, K, 3, H, W),
+    float32 state_obj when asked for (LeRobot's environment state)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for case, batch in (("single", 1), ("batch", 3)):
@@ -44,6 +45,9 @@ def make_inputs(out: Path, state_dim: int, cameras: int, image_hw: tuple[int, in
         if cameras:
             arrays[f"{case}/image"] = rng.integers(0, 256, (batch, cameras, 3, *image_hw),
                                                    dtype=np.uint8)
+        if state_obj_dim:
+            arrays[f"{case}/state_obj"] = rng.normal(size=(batch, state_obj_dim)).astype(
+                np.float32)
     np.savez(out, **arrays)
 
 
@@ -53,7 +57,9 @@ def ours(ckpt: Path, inputs: Path, options: LoadOptions) -> dict[str, np.ndarray
     results = {}
     for case in sorted({k.split("/")[0] for k in data.files}):
         image = data[f"{case}/image"] if f"{case}/image" in data.files else None
-        batch, _ = as_batch(MetaObs(state=data[f"{case}/state"], image=image))
+        state_obj = data[f"{case}/state_obj"] if f"{case}/state_obj" in data.files else None
+        batch, _ = as_batch(MetaObs(state=data[f"{case}/state"], image=image,
+                                    state_obj=state_obj))
         results[case] = policy.predict(batch)
     return results
 
