@@ -62,12 +62,21 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        min=1e-12, max=1.0),
     _p("seed", -1, "diffusion_policy: seed of the initial noise, set before every inference "
        "(reproducible actions); -1 = fresh noise each call", min=-1, max=2**31 - 1),
-    _p("num_inference_steps", 10, "diffusion_policy: DDIM denoising steps (ILStudio's loader "
-       "uses 10)", min=1, max=10000),
+    _p("num_inference_steps", 0, "Diffusion Policy denoising steps; 0 = the checkpoint's own "
+       "(ILStudio: 10, as its loader; LeRobot: config.json's num_inference_steps, else all "
+       "num_train_timesteps)", min=0, max=10000),
     _p("use_ema", False, "diffusion_policy: serve the EMA weights of ema_model.bin (ILStudio's "
        "using_ema)"),
     _p("replay_episode", 0, "replay: which episode_<n> of actions.npz to serve", min=0,
        max=1000000),
+    _p("lerobot_image_features", [], "LeRobot checkpoints: the image feature each of "
+       "camera_topics feeds, in the same order (e.g. [observation.images.wrist, "
+       "observation.images.top]); empty = config.json's image features in their order",
+       kind=list),
+    _p("lerobot_ctrl_space", "joint", "LeRobot checkpoints: ctrl_space of the actions (LeRobot "
+       "does not record it)", choices=("joint", "ee")),
+    _p("lerobot_ctrl_type", "abs", "LeRobot checkpoints: ctrl_type of the actions (LeRobot "
+       "does not record it)", choices=("abs", "delta", "rel")),
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
     # Inputs.

@@ -150,8 +150,8 @@ class RgbEncoder(nn.Module):
                               antialias=True)
         if self.crop is not None:  # torchvision's center_crop (its Python round, half to even)
             height, width = x.shape[-2:]
-            top = int(round((height - self.crop[0]) / 2.0))
-            left = int(round((width - self.crop[1]) / 2.0))
+            top = round((height - self.crop[0]) / 2.0)
+            left = round((width - self.crop[1]) / 2.0)
             x = x[..., top:top + self.crop[0], left:left + self.crop[1]]
         keypoints = self.pool(self.backbone(x))
         return F.relu(self.out(torch.flatten(keypoints, start_dim=1)))
@@ -225,7 +225,7 @@ class LeRobotDiffusion(nn.Module):
         """(B, n_obs_steps * cond): per observation step state, camera features, env state."""
         parts = [state]
         if images is not None:
-            batch, cameras = images.shape[:2]
+            batch = images.shape[0]
             if isinstance(self.rgb_encoder, nn.ModuleList):
                 features = [enc(images[:, k]) for k, enc in enumerate(self.rgb_encoder)]
                 parts.append(torch.cat(features, dim=-1))

@@ -86,7 +86,7 @@ def recognise(folder: Path) -> bool:
         "input_features" in config
 
 
-def _features(config: dict[str, Any], key: str, path: Path) -> tuple[Feature, ...]:
+def parse_features(config: dict[str, Any], key: str, path: Path) -> tuple[Feature, ...]:
     raw = config.get(key)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: '{key}' must map feature names to {{type, shape}}")
@@ -169,8 +169,8 @@ def read_lerobot_checkpoint(folder: Path) -> LeRobotCheckpoint:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder} has no {name} (LeRobot >= 0.4 saves the "
                                   f"normalization statistics with the policy's processors)")
-    inputs = _features(config, "input_features", folder / CONFIG)
-    outputs = _features(config, "output_features", folder / CONFIG)
+    inputs = parse_features(config, "input_features", folder / CONFIG)
+    outputs = parse_features(config, "output_features", folder / CONFIG)
     actions = [f for f in outputs if f.type == "ACTION"]
     if len(actions) != 1 or len(actions[0].shape) != 1:
         raise CheckpointError(f"{folder}/config.json: output_features must hold one 1-D "

@@ -8,6 +8,7 @@ config.json, so the module tree (and the weight names) is its own.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -48,7 +49,7 @@ class LeRobotUnet1d(nn.Module):
         dsed, dims = sizes.diffusion_step_embed_dim, list(sizes.down_dims)
         self.diffusion_step_encoder = nn.Sequential(
             SinusoidalPosEmb(dsed), nn.Linear(dsed, dsed * 4), nn.Mish(), nn.Linear(dsed * 4, dsed))
-        in_out = [(action_dim, dims[0]), *zip(dims[:-1], dims[1:], strict=True)]
+        in_out = [(action_dim, dims[0]), *itertools.pairwise(dims)]
 
         def block(c_in: int, c_out: int) -> ResidualBlock1d:
             return ResidualBlock1d(c_in, c_out, dsed + global_cond_dim,
