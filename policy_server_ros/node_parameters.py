@@ -48,7 +48,8 @@ TOPIC_PATTERN = r"(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*|~"
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # The policy.
     _p("model_name_or_path", str(EXAMPLE_CHECKPOINT),
-       "checkpoint folder (ILStudio layout) or builtin:zero / builtin:echo; the default names "
+       "checkpoint folder (ILStudio's or LeRobot's layout) or builtin:zero / builtin:echo; the "
+       "default names "
        "the untrained example checkpoint: ./ckpt/... if present, else written once to "
        "~/.cache/policy_server_ros ($POLICY_SERVER_ROS_CACHE)"),
     _p("dataset_id", "", "dataset of normalize.json to use; empty = the first"),

@@ -25,6 +25,12 @@ for kind in act diffusion; do
   rm -rf "${work:?}/$kind"
 done
 
+# A LeRobot 0.3.3 checkpoint (statistics inside model.safetensors), tiny: the refusal's input.
+w03="$work/lerobot03"
+"$(dirname "${side[0]}")/pip" download -q --no-deps lerobot==0.3.3 -d "$w03"
+python3 -m zipfile -e "$w03"/lerobot-0.3.3-*.whl "$w03/src"
+PYTHONPATH="$w03/src" "${side[0]}" "$here/lerobot03_side.py" write $data/act_0.3.3_env --env
+
 # Golden 1: tiny checkpoints LeRobot saved (no cameras, so no ResNet: committed whole), inputs,
 # LeRobot's outputs.
 env_features='{"observation.state": ["STATE", [6]], "observation.environment_state": ["ENV",

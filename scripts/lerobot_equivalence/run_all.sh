@@ -35,12 +35,14 @@ check act_2cams_3_decoder_layers "$w/act_2cams" "$w/in_s6_c2.npz"
   "dim_model": 32, "n_heads": 4, "dim_feedforward": 64, "n_encoder_layers": 3, "pre_norm": true,
   "feedforward_activation": "gelu", "chunk_size": 8, "n_action_steps": 8, "use_vae": false}'
 check act_env_state_pre_norm_gelu_min_max "$w/act_env" "$w/in_s6_c2.npz"
-"${side[@]}" write "$w/act_nostate" --type act --seed 3 --features '{"observation.images.front":
-  ["VISUAL", [3, 48, 64]], "action": ["ACTION", [5]]}' \
-  --norm '{"VISUAL": "IDENTITY", "ACTION": "QUANTILES"}' --config '{"dim_model": 32, "n_heads": 2,
-  "dim_feedforward": 48, "n_encoder_layers": 1, "chunk_size": 6, "n_action_steps": 2}'
+# (LeRobot's ACT inference reads observation.state's device, so it needs a state feature.)
+"${side[@]}" write "$w/act_quantiles" --type act --seed 3 --features '{"observation.state":
+  ["STATE", [6]], "observation.images.front": ["VISUAL", [3, 48, 64]], "action": ["ACTION",
+  [5]]}' --norm '{"VISUAL": "IDENTITY", "STATE": "QUANTILE10", "ACTION": "QUANTILES"}' \
+  --config '{"dim_model": 32, "n_heads": 2, "dim_feedforward": 48, "n_encoder_layers": 1,
+  "chunk_size": 6, "n_action_steps": 2}'
 "${ours[@]}" inputs "$w/in_s6_c1.npz" --state_dim 6 --cameras 1 --image 48x64
-check act_image_only_identity_quantiles "$w/act_nostate" "$w/in_s6_c1.npz"
+check act_identity_images_quantile_norms "$w/act_quantiles" "$w/in_s6_c1.npz"
 rm -rf "$w"/act_*
 "${side[@]}" write "$w/act_aloha" --type act --seed 4  # LeRobot's defaults, ALOHA's features
 "${ours[@]}" inputs "$w/in_s14_c1_480.npz" --state_dim 14 --cameras 1 --image 480x640

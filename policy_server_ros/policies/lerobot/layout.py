@@ -164,7 +164,8 @@ def read_lerobot_checkpoint(folder: Path) -> LeRobotCheckpoint:
         raise CheckpointError(
             f"{folder} is a LeRobot <= 0.3 checkpoint (normalization buffers such as {old[0]} "
             f"inside {WEIGHTS}, no {PREPROCESSOR}); convert it with LeRobot >= 0.4: "
-            f"{MIGRATE_COMMAND.format(path=folder)}, then serve the folder it writes")
+            f"{MIGRATE_COMMAND.format(path=folder)}, then serve the {folder.name}_migrated "
+            f"folder it writes beside it")
     for name in (PREPROCESSOR, POSTPROCESSOR):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder} has no {name} (LeRobot >= 0.4 saves the "
