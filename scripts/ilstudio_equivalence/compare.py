@@ -123,14 +123,17 @@ def _hw(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(*, default_steps: int = 10, description: str = __doc__) -> int:
+    """The command line; `default_steps` is --steps' default (LeRobot's check passes 0: the
+    checkpoint's own)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inputs")
     p.add_argument("out", type=Path)
     p.add_argument("--state_dim", type=int, required=True)
     p.add_argument("--cameras", type=int, default=0)
     p.add_argument("--image", type=_hw, default=(64, 64))
+    p.add_argument("--state_obj_dim", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("keys")
     p.add_argument("weights", type=Path)
@@ -143,7 +146,7 @@ def main() -> int:
     p.add_argument("inputs", type=Path)
     p.add_argument("original", type=Path)
     p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=default_steps)
     p.add_argument("--ema", action="store_true")
     p.add_argument("--tolerance", type=float, default=1e-4)
     args = parser.parse_args()
@@ -153,7 +156,8 @@ def main() -> int:
     if args.command == "replay":
         return compare_replay(args.folder, args.original, args.episode)
     if args.command == "inputs":
-        make_inputs(args.out, args.state_dim, args.cameras, args.image, args.seed)
+        make_inputs(args.out, args.state_dim, args.cameras, args.image, args.seed,
+                    state_obj_dim=args.state_obj_dim)
         return 0
     options = LoadOptions(device="cpu", min_std=ORIGINAL_MIN_STD, seed=args.seed,
                           num_inference_steps=args.steps, use_ema=args.ema)

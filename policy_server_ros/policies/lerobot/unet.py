@@ -14,7 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from policy_server_ros.policies.diffusion_policy.unet import Conv1dBlock, SinusoidalPosEmb
+from policy_server_ros.policies.diffusion_policy.unet import (
+    Conv1dBlock,
+    SinusoidalPosEmb,
+    unet_pass,
+)
 
 
 class ResidualBlock1d(nn.Module):
@@ -73,14 +77,4 @@ class LeRobotUnet1d(nn.Module):
     def forward(self, x: Tensor, timestep: Tensor, global_cond: Tensor) -> Tensor:
         x = x.moveaxis(-1, -2)
         feature = torch.cat([self.diffusion_step_encoder(timestep), global_cond], dim=-1)
-        skips = []
-        for resnet, resnet2, downsample in self.down_modules:
-            x = resnet2(resnet(x, feature), feature)
-            skips.append(x)
-            x = downsample(x)
-        for mid in self.mid_modules:
-            x = mid(x, feature)
-        for resnet, resnet2, upsample in self.up_modules:
-            x = torch.cat((x, skips.pop()), dim=1)
-            x = upsample(resnet2(resnet(x, feature), feature))
-        return self.final_conv(x).moveaxis(-1, -2)
+        return unet_pass(self, x, feature).moveaxis(-1, -2)
