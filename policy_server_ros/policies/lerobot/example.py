@@ -143,8 +143,7 @@ def write_example(out: str | Path, *, kind: str = "act", small: bool = False, ca
                   image_hw: tuple[int, int] = (480, 640), seed: int = 0,
                   **_unused: Any) -> Path:
     """Write the LeRobot checkpoint folder `out` (created if needed) and return it."""
-    import torch  # noqa: PLC0415 - only writing examples needs torch here
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from safetensors.torch import save_file  # noqa: PLC0415 - only writing examples needs it
 
     from policy_server_ros.policies.lerobot.layout import (  # noqa: PLC0415
         read_lerobot_checkpoint,
@@ -157,7 +156,18 @@ def write_example(out: str | Path, *, kind: str = "act", small: bool = False, ca
     _write_processors(out, config, example_stats(
         {**config["input_features"], **config["output_features"]}, seed))
     save_file({}, str(out / "model.safetensors"))  # a placeholder, so the folder reads
-    ckpt = read_lerobot_checkpoint(out)
+    try:
+        _write_weights(out, kind, config, read_lerobot_checkpoint(out), seed)
+    except BaseException:
+        (out / "model.safetensors").unlink()  # never leave a folder that looks complete
+        raise
+    return out
+
+
+def _write_weights(out: Path, kind: str, config: dict[str, Any], ckpt: Any, seed: int) -> None:
+    import torch  # noqa: PLC0415
+    from safetensors.torch import save_file  # noqa: PLC0415
+
     torch.manual_seed(seed)
     if kind == "act":
         from policy_server_ros.policies.lerobot.act import LeRobotACT  # noqa: PLC0415
@@ -183,4 +193,3 @@ def write_example(out: str | Path, *, kind: str = "act", small: bool = False, ca
                     t.abs_().add_(0.5)
     save_file({prefix + k: v.contiguous() for k, v in sorted(tensors.items())},
               str(out / "model.safetensors"))
-    return out
