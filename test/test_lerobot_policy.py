@@ -127,6 +127,14 @@ def test_example_writer_writes_lerobots_files(tmp_path, kind) -> None:
             json.loads((DATA / f"{kind}_aloha" / name).read_text())
 
 
+def test_a_training_steps_folder_serves_its_pretrained_model(tmp_path) -> None:
+    step = tmp_path / "checkpoints" / "000010"
+    shutil.copytree(DATA / "env_act", step / "pretrained_model")
+    (step / "training_state").mkdir()
+    policy = load_policy(step, LoadOptions(device="cpu"))
+    _assert_equals_lerobot(policy, DATA / "env_inputs.npz", DATA / "env_act_outputs.npz")
+
+
 def test_camera_order_follows_the_feature_names(examples) -> None:
     obs = _cases(DATA / "camera_inputs.npz")["batch"]
     swapped = MetaObs(state=obs.state, image=obs.image[:, ::-1].copy())

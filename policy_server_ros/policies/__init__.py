@@ -55,8 +55,9 @@ def load_policy(name_or_path: str | Path, options: LoadOptions | None = None) ->
             raise PolicyLoadError(f"unknown built-in policy {name_or_path!r}; available: "
                                   + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_POLICIES))
         return BUILTIN_POLICIES[kind]()
-    if lerobot.recognise(Path(name_or_path).expanduser()):
-        return lerobot.load_folder(Path(name_or_path).expanduser(), options)
+    lerobot_folder = lerobot.find_lerobot_folder(Path(name_or_path).expanduser())
+    if lerobot_folder is not None:
+        return lerobot.load_folder(lerobot_folder, options)
     checkpoint = read_checkpoint(name_or_path)
     kind = checkpoint.policy_name
     available = available_policy_types()

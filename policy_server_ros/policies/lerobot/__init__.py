@@ -1,7 +1,8 @@
 """LeRobot checkpoints (LeRobot >= 0.4): ACT and Diffusion Policy, recognised by content.
 
 A folder with config.json holding `"type"` and `input_features` and no policy_metadata.json is
-LeRobot's (layout.py); `load_folder` reads it and builds the family named by `type`. No lerobot,
+LeRobot's (layout.py; also found in a training step's `pretrained_model/`); `load_folder` reads
+it and builds the family named by `type`. No lerobot,
 torchvision or diffusers at run time.
 """
 
@@ -11,16 +12,18 @@ import logging
 from pathlib import Path
 
 from policy_server_ros.policies.base import LoadOptions, Policy
-from policy_server_ros.policies.lerobot.layout import read_lerobot_checkpoint, recognise
-from policy_server_ros.policies.torch_runtime import resolve_device
+from policy_server_ros.policies.lerobot.layout import find_lerobot_folder, read_lerobot_checkpoint
 
-__all__ = ["load_folder", "recognise"]
+__all__ = ["find_lerobot_folder", "load_folder"]
 
 log = logging.getLogger("policy_server_ros.policies.lerobot")
 
 
 def load_folder(folder: Path, options: LoadOptions) -> Policy:
-    """Load the LeRobot checkpoint in `folder` (recognise(folder) is true)."""
+    """Load the LeRobot checkpoint in `folder` (what find_lerobot_folder found)."""
+    # torch only now: importing the policies package (the CLIs' --help, replay) must not load it.
+    from policy_server_ros.policies.torch_runtime import resolve_device  # noqa: PLC0415
+
     ckpt = read_lerobot_checkpoint(folder)
     device = resolve_device(options.device)
     if ckpt.type == "act":

@@ -86,6 +86,15 @@ def recognise(folder: Path) -> bool:
         "input_features" in config
 
 
+def find_lerobot_folder(folder: Path) -> Path | None:
+    """The LeRobot checkpoint at `folder`, or in its `pretrained_model/` (what lerobot-train
+    writes under checkpoints/<step>/, beside training_state/); None when it is not LeRobot's."""
+    for candidate in (folder, folder / "pretrained_model"):
+        if recognise(candidate):
+            return candidate
+    return None
+
+
 def parse_features(config: dict[str, Any], key: str, path: Path) -> tuple[Feature, ...]:
     raw = config.get(key)
     if not isinstance(raw, dict):
