@@ -1,4 +1,5 @@
-"""Actions to ROS messages: the one place that builds ActionChunk and JointTrajectory."""
+"""Actions to ROS messages: the one place that builds ActionChunk, JointTrajectory and the
+per-step commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from policy_server_ros.msg import ActionChunk
@@ -74,3 +77,27 @@ def overdue_s(msg: JointTrajectory, now_ns: int) -> float:
 def chunk_to_array(msg: ActionChunk) -> np.ndarray:
     """An ActionChunk's actions as (num_steps, action_dim) float32 (a view, no copy)."""
     return np.frombuffer(msg.actions, np.float32).reshape(msg.num_steps, msg.action_dim)
+
+
+COMMAND_TYPES: dict[str, type] = {"float64_array": Float64MultiArray, "joint_state": JointState,
+                                  "joint_trajectory": JointTrajectory}
+
+
+def command_message(command_type: str, action: np.ndarray, joint_names: Sequence[str],
+                    stamp_ns: int, *, frame_id: str, period_s: float
+                    ) -> Float64MultiArray | JointState | JointTrajectory:
+    """One control step's (A,) action as `command_type` (a COMMAND_TYPES key): a bare array
+    (forward_command_controller), JointState positions stamped with the control time, or a
+    one-point JointTrajectory reached `period_s` after the controller receives it."""
+    values = array.array("d", np.ascontiguousarray(action, np.float64).tobytes())
+    if command_type == "float64_array":
+        return Float64MultiArray(data=values)
+    if command_type == "joint_state":
+        msg = JointState(name=list(joint_names), position=values)
+        msg.header.stamp = stamp_msg(stamp_ns)
+        msg.header.frame_id = frame_id
+        return msg
+    msg = JointTrajectory(joint_names=list(joint_names))  # stamp zero: start on receipt
+    msg.header.frame_id = frame_id
+    msg.points = [JointTrajectoryPoint(positions=values, time_from_start=duration_msg(period_s))]
+    return msg

@@ -36,6 +36,11 @@ class EngineClosed(RuntimeError):
     """The engine has shut down and takes no more requests."""
 
 
+class BackendUnavailable(RuntimeError):
+    """A remote backend could not run this request (its replica died, the cluster is gone, no
+    reply in time); the message says which, in one line. The next request may succeed."""
+
+
 @dataclass
 class _Request:
     obs: MetaObs
@@ -102,6 +107,102 @@ def _stack(requests: list[_Request]) -> MetaObs:
     return MetaObs(**arrays, raw_lang=raw_lang, timestep=timestep)
 
 
+def warm_up(policy: Policy, max_batch: int) -> float | None:
+    """One pass at batch size 1 and, when batching is on, one at 2: the second makes
+    torch.compile generalize over the batch dimension (else each new batch size recompiles
+    for tens of seconds mid-service) and lets CUDA libraries pick kernels for batches.
+    Milliseconds it took; None when the policy has no example or the pass failed."""
+    obs = policy.example_observation()
+    if obs is None:
+        return None
+    single = as_batch(obs)[0]
+    start = time.perf_counter()
+    try:
+        policy.predict(single)
+        if max_batch > 1:
+            pair = _Request(obs, Future(), start, single, False)
+            policy.predict(_stack([pair, pair]))
+    except Exception:
+        log.exception("warm-up pass failed; requests will show the same error")
+        return None
+    took = (time.perf_counter() - start) * 1e3
+    log.info("Warm-up pass took %.0f ms", took)
+    return took
+
+
+def run_batch(policy: Policy, chunk_size: int, observations: list[MetaObs],
+              received: list[float] | None = None) -> list[Future]:
+    """Run `observations` as the engine's worker runs what it took from its queue (validated,
+    stacked by signature, one forward pass per group, a failing group retried one by one), on
+    the calling thread; one resolved Future (PolicyOutput or the error) per observation.
+    For backends that batch requests themselves (a Ray Serve replica): the same numbers as
+    the local engine, by the same code. `received`: perf_counter times, for the queue time."""
+    now = time.perf_counter()
+    requests = [_Request(obs, Future(), now if received is None else received[i])
+                for i, obs in enumerate(observations)]
+    for request in requests:
+        request.future.set_running_or_notify_cancel()
+        _validate(request)
+    _process(policy, chunk_size, requests)
+    return [request.future for request in requests]
+
+
+def _validate(request: _Request) -> int:
+    """Bring a running request to batched form; rows it adds to the batch."""
+    try:
+        request.batch, request.batched = as_batch(request.obs)
+    except Exception as exc:
+        _set_exception(request.future, exc)
+        return 0
+    return request.size
+
+
+def _process(policy: Policy, chunk_size: int, requests: list[_Request]) -> None:
+    # Done already: close() gave up on this batch and failed it; nobody waits for it.
+    live = [r for r in requests if r.batch is not None and not r.future.done()]
+    groups: dict[tuple, list[_Request]] = defaultdict(list)
+    for request in live:
+        groups[_signature(request.batch)].append(request)
+    for group in groups.values():
+        try:
+            _run_group(policy, chunk_size, group)
+        except Exception as exc:
+            if len(group) == 1:
+                _set_exception(group[0].future, exc)
+            else:  # find the culprit: each request alone, failing only its own future
+                for request in group:
+                    try:
+                        _run_group(policy, chunk_size, [request])
+                    except Exception as single_exc:
+                        _set_exception(request.future, single_exc)
+
+
+def _run_group(policy: Policy, chunk_size: int, group: list[_Request]) -> None:
+    t0 = time.perf_counter()
+    inputs = policy.preprocess(_stack(group))
+    t1 = time.perf_counter()
+    raw = policy.forward(inputs)
+    t2 = time.perf_counter()
+    actions = np.asarray(policy.postprocess(raw))
+    t3 = time.perf_counter()
+    spec = policy.spec
+    rows = sum(r.size for r in group)
+    expected = (rows, spec.chunk_size, spec.action_dim)
+    if actions.shape != expected:
+        raise RuntimeError(f"policy returned actions of shape {actions.shape}, "
+                           f"expected {expected}")
+    actions = actions[:, :chunk_size].astype(np.float32, copy=False)
+    timings = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
+               "postprocess": (t3 - t2) * 1e3, "batch_size": float(rows)}
+    start = 0
+    for request in group:
+        stop = start + request.size
+        _set_result(request.future, PolicyOutput(
+            actions=actions[start:stop], batched=request.batched, spec=spec,
+            timings_ms={"queue": (t0 - request.received) * 1e3, **timings}))
+        start = stop
+
+
 class InferenceEngine:
     """Runs `policy` on a worker thread; `submit` is safe to call from any thread.
 
@@ -157,7 +258,7 @@ class InferenceEngine:
 
     def _run(self, warmup: bool) -> None:
         if warmup:
-            self._warm_up()
+            self.warmup_ms = warm_up(self.policy, self.max_batch)
         self._ready.set()
         while True:
             first = self._queue.get()
@@ -165,7 +266,7 @@ class InferenceEngine:
                 return self._fail_leftovers()
             requests, stop = self._gather(first)
             try:
-                self._process(requests)
+                _process(self.policy, self.chunk_size, requests)
             except Exception as exc:  # a bug here must not kill the worker and hang everyone
                 log.exception("inference engine error")
                 for request in requests:
@@ -174,26 +275,6 @@ class InferenceEngine:
                 self._running = []
             if stop:
                 return self._fail_leftovers()
-
-    def _warm_up(self) -> None:
-        """One pass at batch size 1 and, when batching is on, one at 2: the second makes
-        torch.compile generalize over the batch dimension (else each new batch size recompiles
-        for tens of seconds mid-service) and lets CUDA libraries pick kernels for batches."""
-        obs = self.policy.example_observation()
-        if obs is None:
-            return
-        single = as_batch(obs)[0]
-        start = time.perf_counter()
-        try:
-            self.policy.predict(single)
-            if self.max_batch > 1:
-                pair = _Request(obs, Future(), start, single, False)
-                self.policy.predict(_stack([pair, pair]))
-        except Exception:
-            log.exception("warm-up pass failed; requests will show the same error")
-            return
-        self.warmup_ms = (time.perf_counter() - start) * 1e3
-        log.info("Warm-up pass took %.0f ms", self.warmup_ms)
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         """`first` plus what is queued (waiting up to max_wait), within max_batch rows."""
@@ -231,61 +312,7 @@ class InferenceEngine:
         if not claimed:
             _set_exception(request.future, EngineClosed("the inference engine shut down"))
             return 0
-        return self._validate(request)  # outside the lock: submitters need not wait for it
-
-    @staticmethod
-    def _validate(request: _Request) -> int:
-        """Bring a running request to batched form; rows it adds to the batch."""
-        try:
-            request.batch, request.batched = as_batch(request.obs)
-        except Exception as exc:
-            _set_exception(request.future, exc)
-            return 0
-        return request.size
-
-    def _process(self, requests: list[_Request]) -> None:
-        # Done already: close() gave up on this batch and failed it; nobody waits for it.
-        live = [r for r in requests if r.batch is not None and not r.future.done()]
-        groups: dict[tuple, list[_Request]] = defaultdict(list)
-        for request in live:
-            groups[_signature(request.batch)].append(request)
-        for group in groups.values():
-            try:
-                self._run_group(group)
-            except Exception as exc:
-                if len(group) == 1:
-                    _set_exception(group[0].future, exc)
-                else:  # find the culprit: each request alone, failing only its own future
-                    for request in group:
-                        try:
-                            self._run_group([request])
-                        except Exception as single_exc:
-                            _set_exception(request.future, single_exc)
-
-    def _run_group(self, group: list[_Request]) -> None:
-        t0 = time.perf_counter()
-        inputs = self.policy.preprocess(_stack(group))
-        t1 = time.perf_counter()
-        raw = self.policy.forward(inputs)
-        t2 = time.perf_counter()
-        actions = np.asarray(self.policy.postprocess(raw))
-        t3 = time.perf_counter()
-        spec = self.policy.spec
-        rows = sum(r.size for r in group)
-        expected = (rows, spec.chunk_size, spec.action_dim)
-        if actions.shape != expected:
-            raise RuntimeError(f"policy returned actions of shape {actions.shape}, "
-                               f"expected {expected}")
-        actions = actions[:, : self.chunk_size].astype(np.float32, copy=False)
-        timings = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
-                   "postprocess": (t3 - t2) * 1e3, "batch_size": float(rows)}
-        start = 0
-        for request in group:
-            stop = start + request.size
-            _set_result(request.future, PolicyOutput(
-                actions=actions[start:stop], batched=request.batched, spec=spec,
-                timings_ms={"queue": (t0 - request.received) * 1e3, **timings}))
-            start = stop
+        return _validate(request)  # outside the lock: submitters need not wait for it
 
     def _fail_leftovers(self) -> None:
         """Fail what is still queued: requests that close() will never let the worker run."""

@@ -6,26 +6,46 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policy_server_ros.engine import InferenceEngine
+from policy_server_ros.policies.base import Policy
 
 
-def model_info(params: Mapping[str, Any], engine: InferenceEngine,
-               topics: Mapping[str, str]) -> dict[str, Any]:
-    """The checkpoint, family, inputs (with the topics feeding them), action convention and
-    chunk, and normalization, of the policy `engine` serves with these node parameters."""
-    policy, spec = engine.policy, engine.policy.spec
+def describe_policy(policy: Policy) -> dict[str, Any]:
+    """What only the loaded policy object knows: its family, class, state size, device and
+    normalization. A remote backend computes this where the policy lives and carries it back
+    (the policy's `description`)."""
     example = policy.example_observation()
-    state_dim = None if example is None or example.state is None else int(example.state.shape[-1])
-    names = policy.camera_names or [f"camera/{i}" for i in range(len(params["camera_topics"]))]
     info: dict[str, Any] = {
-        "checkpoint": params["model_name_or_path"],
         # The policies/ module it comes from: act, builtin, ...
         "family": type(policy).__module__.removeprefix("policy_server_ros.policies.")
         .split(".")[0],
         "policy_class": type(policy).__name__,
+        "state_dim": None if example is None or example.state is None
+        else int(example.state.shape[-1]),
+        "device": str(getattr(policy, "device", "cpu")),
+    }
+    norm = getattr(policy, "norm", None)
+    if norm is not None:
+        info["normalization"] = {"dataset_id": norm.dataset_id, "state": norm.state.kind,
+                                 "action": norm.action.kind}
+    return info
+
+
+def model_info(params: Mapping[str, Any], engine: Any,
+               topics: Mapping[str, str]) -> dict[str, Any]:
+    """The checkpoint, family, inputs (with the topics feeding them), action convention and
+    chunk, and normalization, of the policy `engine` (any backend) serves with these node
+    parameters."""
+    policy, spec = engine.policy, engine.policy.spec
+    described = getattr(policy, "description", None) or describe_policy(policy)
+    names = policy.camera_names or [f"camera/{i}" for i in range(len(params["camera_topics"]))]
+    info: dict[str, Any] = {
+        "checkpoint": params["model_name_or_path"],
+        "backend": params["backend"],
+        "family": described["family"],
+        "policy_class": described["policy_class"],
         "cameras": [{"name": name, "topic": topics.get(f"camera/{i}")}
                     for i, name in enumerate(names)],
-        "state_dim": state_dim,
+        "state_dim": described["state_dim"],
         "state_inputs": list(params["state_inputs"]),
         "action_dim": spec.action_dim,
         "chunk_size": engine.chunk_size,
@@ -34,11 +54,9 @@ def model_info(params: Mapping[str, Any], engine: InferenceEngine,
         "ctrl_space": spec.ctrl_space,
         "ctrl_type": spec.ctrl_type,
         "gripper_continuous": spec.gripper_continuous,
-        "device": str(getattr(policy, "device", "cpu")),
+        "device": described["device"],
         "precision": params["precision"],
     }
-    norm = getattr(policy, "norm", None)
-    if norm is not None:
-        info["normalization"] = {"dataset_id": norm.dataset_id, "state": norm.state.kind,
-                                 "action": norm.action.kind}
+    if "normalization" in described:
+        info["normalization"] = described["normalization"]
     return info

@@ -54,8 +54,10 @@ from policy_server_ros.action_messages import (
 )
 from policy_server_ros.bridge_supervisor import BridgeSupervisor
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
+from policy_server_ros.command_stream import CommandStream
 from policy_server_ros.diagnostics import InputRates, Stats, inference_status
-from policy_server_ros.engine import EngineBusy, EngineClosed, InferenceEngine
+from policy_server_ros.engine import BackendUnavailable, EngineBusy, EngineClosed
+from policy_server_ros.engine_backends import Engine, RayOptions, make_engine
 from policy_server_ros.inputs import (
     InputTopic,
     ParameterError,
@@ -71,7 +73,7 @@ from policy_server_ros.observation_assembler import (
     AssemblyError,
     ObservationAssembler,
 )
-from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
+from policy_server_ros.policies import LoadOptions, PolicyLoadError
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput
 from policy_server_ros.ros_conversions import ConversionError, stamp_ns
 from policy_server_ros.ros_handoff import ExecutorHandoff
@@ -130,12 +132,13 @@ class PolicyServerWork(Node):
         self._pending: Assembled | None = None
         self.exit_code = 0
         self._results = ExecutorHandoff(self, self._on_result)
-        self.engine: InferenceEngine | None = None
+        self.engine: Engine | None = None
         self.assembler: ObservationAssembler | None = None
         self.topics: dict[str, str] = {}
         self.chunk_pub: Publisher | None = None
         self.trajectory_pub: Publisher | None = None
         self.diagnostics_pub: Publisher | None = None
+        self.commands: CommandStream | None = None  # execution_mode != none
         self._server_services: list[Service] = []
         self._active_handles: list[Subscription | Timer] = []
         self.active = False
@@ -160,6 +163,11 @@ class PolicyServerWork(Node):
         try:
             self._check_fits(engine.policy.spec, engine.policy.camera_names,
                              engine.policy.state_feature)
+            self.commands = None if p["execution_mode"] == "none" \
+                else CommandStream(self, p, engine.policy.spec)
+        except ValueError as exc:  # the command stream's parameters do not fit the policy
+            engine.close()
+            raise StartupError(str(exc)) from exc
         except StartupError:
             engine.close()
             raise
@@ -184,6 +192,8 @@ class PolicyServerWork(Node):
         if p["inference_rate"] > 0:
             self._active_handles.append(self.create_timer(1.0 / p["inference_rate"],
                                                           self._try_infer))
+        if self.commands is not None:
+            self.commands.start()
         bridge: PolicySocketServer | None = None
         if p["socket_bridge_enabled"]:
             try:
@@ -208,6 +218,9 @@ class PolicyServerWork(Node):
         self.bridge_supervisor.bridge = None
         with self._lock:
             self._pending = None
+        if self.commands is not None:
+            self.commands.stop()
+            self.commands.reset()  # a new activation starts without old chunks
 
     def cleanup_work(self) -> None:
         """Free the model (and its device memory), the publishers and the services."""
@@ -216,7 +229,9 @@ class PolicyServerWork(Node):
                 self.destroy_publisher(publisher)
         for service in self._server_services:
             self.destroy_service(service)
-        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = None
+        if self.commands is not None:
+            self.commands.destroy()
+        self.chunk_pub = self.trajectory_pub = self.diagnostics_pub = self.commands = None
         self._server_services = []
         if self.engine is not None:
             self.engine.close()  # closes the policy, which releases the model
@@ -271,9 +286,12 @@ class PolicyServerWork(Node):
         self.assembler = ObservationAssembler(self.assembler.config)
         with self._lock:
             self._pending = None
+        if self.commands is not None:
+            self.commands.reset()
         response.success = True
         response.message = ("cleared: buffered input messages, the latched instruction, the "
-                            "waiting observation; the next observation is timestep 0")
+                            "waiting observation, the scheduled commands; the next "
+                            "observation is timestep 0")
         return response
 
     def _on_model_info(self, _request: Trigger.Request, response: Trigger.Response
@@ -298,7 +316,7 @@ class PolicyServerWork(Node):
         self.exit_code = 1
         self.context.try_shutdown()
 
-    def _start_engine(self) -> InferenceEngine:
+    def _start_engine(self) -> Engine:
         p = self.params
         model = p["model_name_or_path"]
         try:
@@ -307,19 +325,22 @@ class PolicyServerWork(Node):
                 self.get_logger().warning(f"Serving the example checkpoint {model}: its weights "
                                           f"are untrained; its actions are not meant for a real "
                                           f"robot.")
-            policy = load_policy(model, LoadOptions(
-                device=p["device"], dataset_id=p["dataset_id"], min_std=p["min_std"],
-                precision=p["precision"], compile=p["compile"],
-                seed=None if p["seed"] < 0 else p["seed"],
-                num_inference_steps=p["num_inference_steps"], use_ema=p["use_ema"],
-                replay_episode=p["replay_episode"],
-                lerobot_image_features=tuple(p["lerobot_image_features"]),
-                lerobot_ctrl_space=p["lerobot_ctrl_space"],
-                lerobot_ctrl_type=p["lerobot_ctrl_type"]))
+            engine = make_engine(
+                p["backend"], model, LoadOptions(
+                    device=p["device"], dataset_id=p["dataset_id"], min_std=p["min_std"],
+                    precision=p["precision"], compile=p["compile"],
+                    seed=None if p["seed"] < 0 else p["seed"],
+                    num_inference_steps=p["num_inference_steps"], use_ema=p["use_ema"],
+                    replay_episode=p["replay_episode"],
+                    lerobot_image_features=tuple(p["lerobot_image_features"]),
+                    lerobot_ctrl_space=p["lerobot_ctrl_space"],
+                    lerobot_ctrl_type=p["lerobot_ctrl_type"]),
+                chunk_size=p["chunk_size"], max_batch=p["max_batch"],
+                max_wait_ms=p["max_wait_ms"],
+                ray=RayOptions.from_settings(p, request_timeout=p["socket_inference_timeout"]))
         except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
-                OSError) as exc:  # a bad checkpoint, device or option: say which, one line
-            raise StartupError(str(exc)) from exc
-        engine = InferenceEngine(policy, chunk_size=p["chunk_size"], max_batch=p["max_batch"])
+                OSError, BackendUnavailable) as exc:  # a bad checkpoint, device, option or
+            raise StartupError(str(exc)) from exc  # cluster: say which, one line
         engine.wait_ready()
         return engine
 
@@ -350,6 +371,8 @@ class PolicyServerWork(Node):
         return self.get_clock().now().nanoseconds
 
     def _try_infer(self) -> None:
+        if self.commands is not None and not self._wants_chunk():
+            return
         try:
             assembled = self.assembler.assemble(self._now_ns())
         except AssemblyError as exc:
@@ -358,6 +381,16 @@ class PolicyServerWork(Node):
             return
         if assembled is not None:
             self._dispatch(assembled)
+
+    def _wants_chunk(self) -> bool:
+        """execution_mode chunk and aggregate: infer only when the plan runs low
+        (refill_threshold) and no chunk is already on its way; ensemble: always."""
+        if self.commands.infers_on_every_observation:
+            return True
+        with self._lock:
+            if self._in_flight:
+                return False
+        return self.commands.wants_chunk(self._now_ns())
 
     def _dispatch(self, assembled: Assembled) -> None:
         """Run now if the engine is free; else keep only the newest waiting observation."""
@@ -428,6 +461,8 @@ class PolicyServerWork(Node):
                 throttle_duration_sec=WARN_PERIOD_S)
         elif self.trajectory_pub is not None:
             self._publish_trajectory(actions, assembled.stamp_ns)
+        if self.commands is not None:
+            self.commands.add_chunk(actions, output.spec, assembled.stamp_ns, self._now_ns())
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latency_ms.append((self._now_ns() - assembled.stamp_ns) / 1e6)
@@ -461,7 +496,8 @@ class PolicyServerWork(Node):
             stats=self.stats, rates=self._rates.tick(self.assembler), topics=self.topics,
             max_age_s=self.params["max_observation_age"],
             extra={"socket bridge clients": self.bridge_supervisor.client_count,
-                   "socket bridge restarts": self.bridge_supervisor.restarts})
+                   "socket bridge restarts": self.bridge_supervisor.restarts,
+                   **(self.commands.diagnostics(self._now_ns()) if self.commands else {})})
         if warnings.missing:
             self.get_logger().warning(warnings.missing, throttle_duration_sec=WARN_PERIOD_S)
         if warnings.stale:

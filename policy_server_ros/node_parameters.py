@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT
+from policy_server_ros.chunk_scheduler import AGGREGATE_FUNCTIONS, MODES
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,14 @@ def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
 
 QOS_CHOICES = ("sensor_data", "reliable", "latched")
 DEVICE = {"pattern": r"cpu|cuda(:\d+)?", "allowed": "cpu, cuda or cuda:N"}
+# A number given as a list item (list parameters are checked item by item as text).
+NUMBER = {"pattern": r"[-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf)", "allowed": "numbers"}
 # A ROS 2 topic name: tokens of letters, digits and _ (not starting with a digit) joined by /,
 # absolute (/), relative, or private (~/); `ros2 topic` and rcl refuse anything else.
+# ray_address: `local` starts a cluster in this process, `auto` finds the one running on this
+# machine, else host:port of a cluster's head (GCS), optionally with a ray:// scheme.
+RAY_ADDRESS = {"pattern": r"local|auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+",
+               "allowed": "local, auto or host:port"}
 TOPIC_PATTERN = r"(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*|~"
 
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -80,6 +87,28 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        "does not record it)", choices=("abs", "delta", "rel")),
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
+    _p("max_wait_ms", 0.0, "how long a batch waits for more requests (ms); 0 batches only what "
+       "is already queued", min=0.0, max=10000.0),
+    # Where the policy runs (engine_backends.py).
+    _p("backend", "local", "inference engine: local (this process) or ray (a Ray Serve "
+       "deployment; needs the [ray] extra)", choices=("local", "ray")),
+    _p("ray_address", "local", "ray: local (start a cluster in this process), auto (the "
+       "cluster running on this machine) or host:port of a cluster's head",
+       **RAY_ADDRESS),
+    _p("ray_app", "policy_server", "ray: Serve application name; a running one serving the same "
+       "model is shared, else it is deployed", pattern=r"[A-Za-z0-9_\-]+",
+       allowed="letters, digits, _ or -"),
+    _p("replicas", 1, "ray: replicas of the model (each loads it on its own device)", min=1,
+       max=1024),
+    _p("min_replicas", 0, "ray: autoscaling lower bound (used when max_replicas > 0)", min=0,
+       max=1024),
+    _p("max_replicas", 0, "ray: autoscaling upper bound; 0 = a fixed number of replicas", min=0,
+       max=1024),
+    _p("replica_gpus", 0.0, "ray: GPUs per replica (a fraction shares one); 0 on CPU", min=0.0,
+       max=64.0),
+    _p("replica_cpus", 1.0, "ray: CPUs per replica", min=0.0, max=1024.0),
+    _p("ray_connect_timeout", 30.0, "ray: seconds to keep retrying an unreachable cluster at "
+       "start-up", min=0.1, max=3600.0),
     # Inputs.
     # Input topic defaults are relative, so they follow the node's namespace (robot1/...).
     _p("camera_topics", ["camera/color/image_raw"],
@@ -137,6 +166,43 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("frame_id", "base_link", "header.frame_id of the published chunks"),
     _p("action_period", 0.02, "time (s) between consecutive actions of a chunk (ALOHA: 50 Hz)",
        min=1e-4, max=10.0),
+    # Executing chunks: one command per control step (chunk_scheduler, command_stream).
+    _p("execution_mode", "none",
+       "none (publish chunks only), chunk (the newest chunk step by step), ensemble (ACT's "
+       "temporal ensembling of every chunk covering now) or aggregate (overlapping steps merged "
+       "by aggregate_fn): commands on command_topic at control_rate",
+       choices=("none", *MODES)),
+    _p("control_rate", 0.0, "Hz of the command stream, on the node's clock; 0 = 1 / "
+       "action_period", min=0.0, max=10000.0),
+    _p("ensemble_decay", 0.01, "ensemble: k of the weights exp(-k * j), j = 0 the oldest "
+       "chunk (ACT's 0.01)", min=0.0, max=10.0),
+    _p("aggregate_fn", "weighted",
+       "aggregate: how a new chunk merges with the plan on shared steps: weighted (0.3 old + "
+       "0.7 new), latest, average, conservative (0.7 old + 0.3 new)",
+       choices=tuple(AGGREGATE_FUNCTIONS)),
+    _p("refill_threshold", 0.5,
+       "chunk, aggregate: run inference when the share of the newest chunk still ahead falls "
+       "to this (LeRobot's chunk_size_threshold); ensemble infers on every observation",
+       min=0.0, max=1.0),
+    _p("hold_timeout", 0.1,
+       "s to hold the last command when no chunk covers now (absolute actions repeated, deltas "
+       "zero); then no command", min=0.0, max=60.0),
+    _p("latency_compensation", True,
+       "step i of a chunk is for the observation's stamp + i * action_period (the steps "
+       "inference took are skipped); false: for the chunk's arrival + i * action_period"),
+    _p("command_topic", "~/command", "output topic of the commands", topic=True),
+    _p("command_type", "float64_array",
+       "message of the commands: float64_array (std_msgs/Float64MultiArray, for ros2_control's "
+       "forward_command_controller), joint_state (sensor_msgs/JointState positions) or "
+       "joint_trajectory (one point, for the joint_trajectory_controller); the last two need "
+       "action_joint_names and joint/abs actions",
+       choices=("float64_array", "joint_state", "joint_trajectory")),
+    _p("command_min", [], "lowest command value per action dimension (one value: all); "
+       "empty = none", kind=list, **NUMBER),
+    _p("command_max", [], "highest command value per action dimension (one value: all); "
+       "empty = none", kind=list, **NUMBER),
+    _p("max_command_step", [], "largest change between consecutive commands per dimension "
+       "(for delta actions: largest delta); one value: all; empty = none", kind=list, **NUMBER),
     # The socket bridge.
     _p("socket_bridge_enabled", True, "serve the TCP socket protocol from this node too"),
     _p("socket_host", "0.0.0.0", "socket bridge address"),
@@ -146,7 +212,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        "file holding the socket bridge's shared token (clients must authenticate); empty = "
        "POLICY_SERVER_AUTH_TOKEN if set, else no authentication"),
     _p("socket_inference_timeout", 60.0,
-       "seconds a socket client waits for the policy before it is answered []",
+       "seconds a socket client waits for the policy before it is answered []; with backend ray "
+       "also the longest a ROS observation waits (then it counts as a failure)",
        min=0.1, max=3600.0),
 )
 

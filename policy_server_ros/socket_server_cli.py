@@ -23,10 +23,11 @@ from typing import Any
 import yaml
 
 from policy_server_ros.checkpoint import EXAMPLE_CHECKPOINT, CheckpointError, resolve_model
-from policy_server_ros.engine import InferenceEngine
-from policy_server_ros.node_parameters import DEVICE
+from policy_server_ros.engine import BackendUnavailable
+from policy_server_ros.engine_backends import RayOptions, make_engine
+from policy_server_ros.node_parameters import BY_NAME, DEVICE, ParamSpec
 from policy_server_ros.normalization import DEFAULT_MIN_STD, NormalizationError
-from policy_server_ros.policies import LoadOptions, PolicyLoadError, load_policy
+from policy_server_ros.policies import LoadOptions, PolicyLoadError
 from policy_server_ros.policies.base import PRECISIONS
 from socket_bridge import auth
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES
@@ -68,10 +69,32 @@ def _image_size(text: Any) -> tuple[int, int]:
     return size
 
 
-def _device(text: Any) -> str:
-    if not re.fullmatch(DEVICE["pattern"], str(text)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be {DEVICE['allowed']}")
-    return str(text)
+def _pattern(rule: dict[str, str]) -> Any:
+    """An argparse type: text matching rule["pattern"] (node_parameters' rules)."""
+
+    def parse(text: Any) -> str:
+        if not re.fullmatch(rule["pattern"], str(text)):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {rule['allowed']}")
+        return str(text)
+
+    return parse
+
+
+_device = _pattern(DEVICE)
+
+
+def _add_from_table(group: Any, spec: ParamSpec) -> None:
+    """`--<name>` for node parameter `spec` (node_parameters.py): its default, its check
+    (choices, pattern or range) and its description."""
+    kw: dict[str, Any] = {"default": spec.default,
+                          "help": f"{spec.description} (default: %(default)s)"}
+    if spec.choices:
+        kw["choices"] = spec.choices
+    elif spec.pattern:
+        kw["type"] = _pattern({"pattern": spec.pattern, "allowed": spec.allowed})
+    elif spec.min is not None:
+        kw["type"] = _number(spec.kind, spec.min, spec.max)
+    group.add_argument(f"--{spec.name}", **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "is already queued (default: %(default)s)")
     runtime.add_argument("--warmup_image_size", type=_image_size, default=(480, 640),
                          metavar="HxW", help="image size of the warm-up pass (default: 480x640)")
+    backend = parser.add_argument_group("where the policy runs (the ray backend needs the [ray] "
+                                        "extra)")
+    # The same knobs as the node's parameters, from its table: names, defaults, ranges, help.
+    for name in ("backend", "ray_address", "ray_app", "replicas", "min_replicas",
+                 "max_replicas", "replica_gpus", "replica_cpus", "ray_connect_timeout"):
+        _add_from_table(backend, BY_NAME[name])
     limits = parser.add_argument_group("limits (a client can never exceed these)")
     limits.add_argument("--max_frame_bytes",
                         type=_number(int, 1024, 2**31 - 1), default=DEFAULT_MAX_FRAME_BYTES,
@@ -231,11 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               lerobot_image_features=tuple(args.lerobot_image_features),
                               lerobot_ctrl_space=args.lerobot_ctrl_space,
                               lerobot_ctrl_type=args.lerobot_ctrl_type)
-        policy = load_policy(args.model_name_or_path, options)
-        engine = InferenceEngine(policy, chunk_size=args.chunk_size, max_batch=args.max_batch,
-                                 max_wait_ms=args.max_wait_ms)
+        engine = make_engine(args.backend, args.model_name_or_path, options,
+                             chunk_size=args.chunk_size, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms,
+                             ray=RayOptions.from_settings(vars(args), args.inference_timeout))
     except (PolicyLoadError, CheckpointError, NormalizationError, ValueError,
-            FileNotFoundError) as exc:  # auth.AuthError is a ValueError
+            FileNotFoundError, BackendUnavailable) as exc:  # auth.AuthError is a ValueError
         log.error("%s", exc)
         return 2
     engine.wait_ready()
@@ -254,9 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         engine.close()
         return 1
+    spec = engine.policy.spec
     log.info("Serving %s (chunk of %d actions, ctrl_space=%s, ctrl_type=%s); ready %.1f s "
-             "after start; Ctrl+C to stop", args.model_name_or_path, engine.chunk_size,
-             policy.spec.ctrl_space, policy.spec.ctrl_type, time.perf_counter() - started)
+             "after start (backend %s); Ctrl+C to stop", args.model_name_or_path,
+             engine.chunk_size, spec.ctrl_space, spec.ctrl_type, time.perf_counter() - started,
+             args.backend)
     while not stop.wait(0.5):  # wake up regularly so signals are handled promptly
         pass
     server.stop()

@@ -18,100 +18,43 @@ import argparse
 import os
 import platform
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(
-    Path(__file__).resolve().parents[1] / "config" / "fastdds_large_shm.xml"))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", "201")
-
-import rclpy
-import rclpy.executors
-from bench_harness import ROOT, write_result
+from bench_harness import ROOT, cpu_seconds, start_node, write_result
+from bench_ros import JOINTS, BenchRobot  # first: sets the DDS environment before rclpy loads
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image, JointState
 
 sys.path.insert(0, str(ROOT))
 from policy_server_ros.msg import ActionChunk
 
-from policy_server_ros.action_messages import stamp_msg
 from policy_server_ros.example_checkpoint import write_example_checkpoint
 from policy_server_ros.policies.act.config import ACTConfig
 
-JOINTS = [f"joint{i}" for i in range(14)]
 CAMERAS = ["/cam_high/image_raw", "/cam_wrist/image_raw"]
 TWO_CAMERA_ACT = ROOT / "ckpt" / "act_example_two_cameras"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(policy: str, seconds: float, rate: float) -> dict:
-    node_proc = subprocess.Popen(
-        [sys.executable, "-m", "policy_server_ros", "--ros-args", "-p",
-         f"model_name_or_path:={policy}", "-p", "device:=cpu", "-p",
-         f"camera_topics:=[{','.join(CAMERAS)}]", "-p", f"joint_names:=[{','.join(JOINTS)}]",
-         "-p", "socket_bridge_enabled:=false"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    assert node_proc.stdout is not None
-    for line in node_proc.stdout:
-        if "policy_server ready" in line:
-            break
-    else:
-        raise RuntimeError("node exited before it was ready")
-    node_log: list[str] = []
-    threading.Thread(target=lambda: node_log.extend(node_proc.stdout), daemon=True).start()
+    node_proc, node_log = start_node(
+        f"model_name_or_path:={policy}", "device:=cpu", f"camera_topics:=[{','.join(CAMERAS)}]",
+        f"joint_names:=[{','.join(JOINTS)}]", "socket_bridge_enabled:=false")
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("bench_robot", context=context)
+    robot = BenchRobot(CAMERAS)
     arrivals: list[tuple[int, int]] = []  # (observation stamp, arrival) in ns
     diagnostics: list[DiagnosticArray] = []
-    node.create_subscription(ActionChunk, "/policy_server/action_chunk", lambda m: arrivals.append(
-        (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.time_ns())), 50)
-    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
-    cams = [node.create_publisher(Image, t, qos_profile_sensor_data) for t in CAMERAS]
-    joints = node.create_publisher(JointState, "/joint_states", 10)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    while any(p.get_subscription_count() == 0 for p in [*cams, joints]):
-        time.sleep(0.05)
-    time.sleep(1.0)
-
-    pixels = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8).tobytes()
-    frames = int(seconds * rate)
+    robot.listen("/policy_server/action_chunk", ActionChunk, lambda m: arrivals.append(
+        (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.time_ns())))
+    robot.listen("/diagnostics", DiagnosticArray, diagnostics.append, 10)
+    robot.wait_for_node()
     cpu_start, wall_start = cpu_seconds(node_proc.pid), time.monotonic()
-    next_time = time.monotonic()
-    for i in range(frames):
-        stamp = time.time_ns()
-        for pub in cams:
-            image = Image(height=480, width=640, encoding="rgb8", step=1920, data=pixels)
-            image.header.stamp = stamp_msg(stamp)
-            pub.publish(image)
-        state = JointState(name=JOINTS, position=[0.01 * i] * 14)
-        state.header.stamp = stamp_msg(stamp)
-        joints.publish(state)
-        next_time += 1 / rate
-        time.sleep(max(0.0, next_time - time.monotonic()))
+    frames = robot.run(seconds, rate)
     time.sleep(1.5)
     cpu = (cpu_seconds(node_proc.pid) - cpu_start) / (time.monotonic() - wall_start)
     time.sleep(1.0)  # one more diagnostics message after the last chunk
-
-    executor.shutdown(timeout_sec=5)
-    spinner.join(5)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
+    robot.close()
     node_proc.send_signal(signal.SIGINT)
     node_proc.wait(30)
 

@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_harness import server_argv, start_process, write_result  # noqa: E402
+from bench_harness import run_clients, server_argv, start_process, write_result  # noqa: E402
 
 from policy_server_ros.engine import InferenceEngine  # noqa: E402
 from policy_server_ros.example_checkpoint import ensure_example_checkpoint  # noqa: E402
@@ -82,13 +82,7 @@ def run_mode(mode: str, ckpt: Path, device: str, requests: int, clients: int) ->
                 concurrent.append((time.perf_counter() - start) * 1e3)
                 batch_sizes.append(out.timings_ms["batch_size"])
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_clients(client, clients)
     engine.close()
     return {
         "mode": mode, "device": str(policy.device), "load_and_warmup_s": ready_s,

@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_harness import server_argv, start_process, write_result  # noqa: E402
+from bench_harness import run_clients, server_argv, start_process, write_result  # noqa: E402
 
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
@@ -238,13 +238,7 @@ def throughput(port: int, payload: bytes, clients: int, seconds: float) -> dict[
                 _raw_exchange(sock, payload)
                 latencies[index].append(time.perf_counter() - t0)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = run_clients(run, clients)
     flat = np.array([x for per in latencies for x in per]) * 1e3
     return {"clients": clients, "requests": len(flat), "req_per_s": len(flat) / elapsed,
             "p50_ms": float(np.percentile(flat, 50)), "p99_ms": float(np.percentile(flat, 99))}

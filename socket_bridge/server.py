@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from policy_server_ros.engine import EngineBusy, EngineClosed
+from policy_server_ros.engine import BackendUnavailable, EngineBusy, EngineClosed
 from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge import auth
 from socket_bridge.framing import (
@@ -286,6 +286,8 @@ class PolicySocketServer:
             log.warning("Client #%d %s: bad observation: %s; replying []", number, addr, exc)
         except (EngineBusy, EngineClosed) as exc:  # refused, not failed: no traceback
             log.warning("Client #%d %s: request not run: %s; replying []", number, addr, exc)
+        except BackendUnavailable as exc:  # a replica died, the cluster went away: one line
+            log.error("Client #%d %s: %s; replying []", number, addr, exc)
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing torch
                 log.error("Client #%d %s: out of GPU memory (%s); replying []. Try --device cpu, "

@@ -312,6 +312,11 @@ def _the_node(launched: _Launched) -> tuple[Node, dict[str, Any]]:
     return launched.nodes[0]
 
 
+# A value other than the default for each text parameter with a pattern ("12": YAML reads a
+# number, the parameter must still get the text).
+_PATTERN_EXAMPLES = {"device": "cpu", "ray_address": "10.0.0.5:6379", "ray_app": "12"}
+
+
 def _other_value(spec: ParamSpec) -> tuple[str, Any]:
     """A value unlike the default, as typed after `name:=` and as the node should receive it."""
     if spec.choices:
@@ -320,11 +325,12 @@ def _other_value(spec: ParamSpec) -> tuple[str, Any]:
     if spec.kind is bool:
         return str(not spec.default).lower(), not spec.default
     if spec.kind is list:
-        value = [f"/test/{spec.name}_a", f"/test/{spec.name}_b"]
+        value = ["1.5", "-2"] if spec.allowed == "numbers" else \
+            [f"/test/{spec.name}_a", f"/test/{spec.name}_b"]
         return f"[{', '.join(value)}]", value
     if spec.kind is str:
         # A topic, a device, or a string that YAML would read as a number (it stays a string).
-        value = f"/test/{spec.name}" if spec.topic else "cpu" if spec.pattern else "12"
+        value = f"/test/{spec.name}" if spec.topic else _PATTERN_EXAMPLES.get(spec.name, "12")
         return value, value
     step = 3 if spec.kind is int else 0.25
     value = spec.default + step

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -22,6 +23,9 @@ KEYS = {
     "PIL": "python3-pil", "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm",
     "rosbags": "python3-rosbags-pip", "safetensors": None,
 }
+# Optional extras (pyproject's [project.optional-dependencies]): imported only by the modules
+# of the feature that needs them, never by the core, so package.xml does not list them.
+OPTIONAL_EXTRAS = {"ray": "ray"}
 # System keys checked in ros/rosdistro's rosdep/python.yaml (commit 8468e88, 2026-08-22);
 # python3-safetensors and python3-safetensors-pip are not there.
 ROSDEP_PYTHON_KEYS = {"python3-numpy", "python3-yaml", "python3-torch", "python3-pil",
@@ -55,7 +59,8 @@ def test_every_third_party_import_is_a_dependency_with_a_rosdep_key() -> None:
     manifest = _manifest()
     run_time = manifest.get("depend", set()) | manifest.get("exec_depend", set())
     third_party = {name: where for name, where in _imports().items()
-                   if name not in FIRST_PARTY and name not in sys.stdlib_module_names}
+                   if name not in FIRST_PARTY and name not in sys.stdlib_module_names
+                   and name not in OPTIONAL_EXTRAS}
     unknown = {name: where for name, where in third_party.items() if name not in KEYS}
     assert not unknown, f"imports without a rosdep decision (add to package.xml and KEYS): " \
                         f"{unknown}"
@@ -64,6 +69,14 @@ def test_every_third_party_import_is_a_dependency_with_a_rosdep_key() -> None:
     assert not missing, f"package.xml lacks {missing}"  # before: rcl_interfaces, rosbags
     system = {key for keys in manifest.values() for key in keys if key.startswith("python3-")}
     assert system <= ROSDEP_PYTHON_KEYS, f"not rosdep keys: {system - ROSDEP_PYTHON_KEYS}"
+
+
+def test_optional_extras_are_declared_in_pyproject() -> None:
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()  # tomllib: Python 3.11+ only
+    section = pyproject.split("[project.optional-dependencies]", 1)[-1].split("\n[", 1)[0]
+    for module, extra in OPTIONAL_EXTRAS.items():
+        assert re.search(rf"^{extra} = \[", section, re.M), \
+            f"{module} is imported but pyproject has no [{extra}] extra"
 
 
 def test_launch_and_colcon_test_dependencies() -> None:

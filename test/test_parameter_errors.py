@@ -33,7 +33,8 @@ def _bad_values(spec: ParamSpec) -> list[tuple[Any, str]]:
     if spec.choices:
         out.append(("bogus", "is not one of"))
     if spec.pattern:
-        out.append(("gpu", f"must be {spec.allowed}"))
+        bad = "gpu 0"  # no pattern here admits a space
+        out.append(([bad] if spec.is_list else bad, f"must be {spec.allowed}"))
     if spec.topic:
         bad = "/cam/2nd image"
         out.append(([bad] if spec.is_list else bad, "is not a valid ROS topic name"))
@@ -106,6 +107,14 @@ FLAG_CASES = [
     ("--seed", "-1", "must be an integer in [0, 2147483647]"),
     ("--num_inference_steps", "-1", "must be an integer in [0, 10000]"),
     ("--replay_episode", "-1", "must be an integer in [0, 1000000]"),
+    ("--ray_address", "nowhere", "must be local, auto or host:port"),
+    ("--ray_app", "a b", "must be letters, digits, _ or -"),
+    ("--replicas", "0", "must be an integer in [1, 1024]"),
+    ("--min_replicas", "-1", "must be an integer in [0, 1024]"),
+    ("--max_replicas", "2000", "must be an integer in [0, 1024]"),
+    ("--replica_gpus", "-1", "must be a number in [0, 64]"),
+    ("--replica_cpus", "-0.5", "must be a number in [0, 1024]"),
+    ("--ray_connect_timeout", "0", "must be a number in [0.1, 3600]"),
 ]
 
 
@@ -114,7 +123,8 @@ def test_the_flag_sweep_covers_every_flag_that_takes_a_value() -> None:
 
     # Free text (paths, names, addresses) or choices argparse checks itself.
     free = {"--config", "--host", "--model_name_or_path", "--dataset_id", "--auth_token_file",
-            "--precision", "--log_level", "--lerobot_ctrl_space", "--lerobot_ctrl_type"}
+            "--precision", "--log_level", "--backend", "--lerobot_ctrl_space",
+            "--lerobot_ctrl_type"}
     flags = {action.option_strings[0] for action in build_parser()._actions
              if action.option_strings and action.nargs is None and action.const is None
              and action.option_strings[0] not in ("--help",)}
