@@ -76,6 +76,7 @@ class ServedPolicy(Protocol):
 
     spec: ActionSpec
     camera_names: tuple[str, ...] | None
+    state_feature: tuple[str, int] | None  # (name, size) of the state it reads, when it says
 
 
 class Engine(Protocol):

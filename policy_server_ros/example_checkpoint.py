@@ -4,9 +4,10 @@
     python -m policy_server_ros.example_checkpoint /tmp/tiny --small --cameras 2
     python -m policy_server_ros.example_checkpoint /tmp/dp --policy diffusion_policy --cameras 2
     python -m policy_server_ros.example_checkpoint /tmp/mlp --policy mlp        # also: replay
+    python -m policy_server_ros.example_checkpoint /tmp/lr --policy lerobot_act  # LeRobot's layout
 
-Other families (`--policy mlp|diffusion_policy|replay`) are written by their own
-`policies/<family>/example.py`, each documenting its sizes.
+Other families (`--policy mlp|diffusion_policy|replay|lerobot_act|lerobot_diffusion`) are
+written by their own `policies/<family>/example.py`, each documenting its sizes.
 
 The model has the ALOHA sim transfer-cube hyperparameters (ResNet-18, hidden 512, 4 encoder and
 7 decoder layers, chunk 100, 14-D state and action, one 480x640 camera) and deterministic seeded
@@ -173,8 +174,11 @@ def _image_hw(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-# --policy: the module under policies/ whose `example.write_example` writes that family.
-FAMILIES = ("act", "mlp", "diffusion_policy", "replay")
+# --policy: the module under policies/ whose `example.write_example` writes that family, and
+# what it is told (LeRobot's layout serves two families from one module).
+FAMILIES = {"act": None, "mlp": ("mlp", {}), "diffusion_policy": ("diffusion_policy", {}),
+            "replay": ("replay", {}), "lerobot_act": ("lerobot", {"kind": "act"}),
+            "lerobot_diffusion": ("lerobot", {"kind": "diffusion"})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=cache_dir() / EXAMPLE_CHECKPOINT.name,
                         help=f"folder to write (default: %(default)s; {CACHE_ENV} sets the "
                              f"cache directory)")
-    parser.add_argument("--policy", choices=FAMILIES, default="act",
-                        help="policy family to write (default: act)")
+    parser.add_argument("--policy", choices=list(FAMILIES), default="act",
+                        help="policy family to write; lerobot_* in LeRobot's layout "
+                             "(default: act)")
     parser.add_argument("--small", action="store_true", help="a tiny model for tests")
     parser.add_argument("--cameras", type=int, default=None,
                         help="cameras (default: 1; mlp: 0, state only)")
@@ -204,10 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         import importlib  # noqa: PLC0415
 
-        family = importlib.import_module(f"policy_server_ros.policies.{args.policy}.example")
-        image = args.image or ((64, 64) if args.small else (480, 640))
+        module, extra = FAMILIES[args.policy]
+        family = importlib.import_module(f"policy_server_ros.policies.{module}.example")
+        image = args.image or ((48, 64) if args.small and module == "lerobot" else
+                               (64, 64) if args.small else (480, 640))
         out = family.write_example(args.out, small=args.small, cameras=cameras, image_hw=image,
-                                   seed=args.seed, episodes=args.episodes)
+                                   seed=args.seed, episodes=args.episodes, **extra)
     print(f"wrote {'small ' if args.small else ''}example {args.policy} checkpoint to {out}")
     return 0
 

@@ -7,7 +7,7 @@ for tools that run without a node. No rclpy here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,17 @@ def input_topics(params: Mapping[str, Any]) -> list[InputTopic]:
         out.append(InputTopic("language", p["language_topic"], "std_msgs/msg/String", _language,
                               "language_qos", stamped=False))
     return out
+
+
+EE_POSE_SIZE = 7  # x, y, z, qx, qy, qz, qw
+
+
+def state_size(state_inputs: Sequence[str], joint_names: Sequence[str]) -> int | None:
+    """Length of MetaObs.state these parameters build, or None when it is only known from the
+    messages (joints in the state but joint_names empty: the message's own order)."""
+    if "joints" in state_inputs and not joint_names:
+        return None
+    return len(joint_names) * ("joints" in state_inputs) + EE_POSE_SIZE * ("ee" in state_inputs)
 
 
 def assembler_config(params: Mapping[str, Any]) -> AssemblerConfig:

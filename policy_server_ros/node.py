@@ -58,7 +58,13 @@ from policy_server_ros.command_stream import CommandStream
 from policy_server_ros.diagnostics import InputRates, Stats, inference_status
 from policy_server_ros.engine import BackendUnavailable, EngineBusy, EngineClosed
 from policy_server_ros.engine_backends import Engine, RayOptions, make_engine
-from policy_server_ros.inputs import InputTopic, ParameterError, assembler_config, input_topics
+from policy_server_ros.inputs import (
+    InputTopic,
+    ParameterError,
+    assembler_config,
+    input_topics,
+    state_size,
+)
 from policy_server_ros.model_info import model_info
 from policy_server_ros.msg import ActionChunk
 from policy_server_ros.normalization import NormalizationError
@@ -155,7 +161,8 @@ class PolicyServerWork(Node):
             raise StartupError(f"inputs: {exc}") from exc
         engine = self._start_engine()
         try:
-            self._check_fits(engine.policy.spec, engine.policy.camera_names)
+            self._check_fits(engine.policy.spec, engine.policy.camera_names,
+                             engine.policy.state_feature)
             self.commands = None if p["execution_mode"] == "none" \
                 else CommandStream(self, p, engine.policy.spec)
         except ValueError as exc:  # the command stream's parameters do not fit the policy
@@ -246,8 +253,15 @@ class PolicyServerWork(Node):
                 self.destroy_timer(handle)
         self._active_handles = []
 
-    def _check_fits(self, spec: ActionSpec, cameras: Sequence[str] | None) -> None:
+    def _check_fits(self, spec: ActionSpec, cameras: Sequence[str] | None,
+                    state: tuple[str, int] | None = None) -> None:
         p = self.params
+        size = state_size(p["state_inputs"], p["joint_names"])
+        if state is not None and size is not None and size != state[1]:
+            raise StartupError(f"{state[0]} has shape ({state[1]},) but state_inputs "
+                               f"{list(p['state_inputs'])} with {len(p['joint_names'])} "
+                               f"joint_names give ({size},); list the joints the policy was "
+                               f"trained with")
         joint_names = p["action_joint_names"]
         if joint_names and len(joint_names) != spec.action_dim:
             raise StartupError(f"action_joint_names has {len(joint_names)} names but the policy "
@@ -317,7 +331,10 @@ class PolicyServerWork(Node):
                     precision=p["precision"], compile=p["compile"],
                     seed=None if p["seed"] < 0 else p["seed"],
                     num_inference_steps=p["num_inference_steps"], use_ema=p["use_ema"],
-                    replay_episode=p["replay_episode"]),
+                    replay_episode=p["replay_episode"],
+                    lerobot_image_features=tuple(p["lerobot_image_features"]),
+                    lerobot_ctrl_space=p["lerobot_ctrl_space"],
+                    lerobot_ctrl_type=p["lerobot_ctrl_type"]),
                 chunk_size=p["chunk_size"], max_batch=p["max_batch"],
                 max_wait_ms=p["max_wait_ms"],
                 ray=RayOptions.from_settings(p, request_timeout=p["socket_inference_timeout"]))

@@ -55,7 +55,8 @@ TOPIC_PATTERN = r"(/|~/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*|~"
 NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # The policy.
     _p("model_name_or_path", str(EXAMPLE_CHECKPOINT),
-       "checkpoint folder (ILStudio layout) or builtin:zero / builtin:echo; the default names "
+       "checkpoint folder (ILStudio's or LeRobot's layout) or builtin:zero / builtin:echo; the "
+       "default names "
        "the untrained example checkpoint: ./ckpt/... if present, else written once to "
        "~/.cache/policy_server_ros ($POLICY_SERVER_ROS_CACHE)"),
     _p("dataset_id", "", "dataset of normalize.json to use; empty = the first"),
@@ -69,12 +70,21 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
        min=1e-12, max=1.0),
     _p("seed", -1, "diffusion_policy: seed of the initial noise, set before every inference "
        "(reproducible actions); -1 = fresh noise each call", min=-1, max=2**31 - 1),
-    _p("num_inference_steps", 10, "diffusion_policy: DDIM denoising steps (ILStudio's loader "
-       "uses 10)", min=1, max=10000),
+    _p("num_inference_steps", 0, "Diffusion Policy denoising steps; 0 = the checkpoint's own "
+       "(ILStudio: 10, as its loader; LeRobot: config.json's num_inference_steps, else all "
+       "num_train_timesteps)", min=0, max=10000),
     _p("use_ema", False, "diffusion_policy: serve the EMA weights of ema_model.bin (ILStudio's "
        "using_ema)"),
     _p("replay_episode", 0, "replay: which episode_<n> of actions.npz to serve", min=0,
        max=1000000),
+    _p("lerobot_image_features", [], "LeRobot checkpoints: the image feature each of "
+       "camera_topics feeds, in the same order (e.g. [observation.images.wrist, "
+       "observation.images.top]); empty = config.json's image features in their order",
+       kind=list),
+    _p("lerobot_ctrl_space", "joint", "LeRobot checkpoints: ctrl_space of the actions (LeRobot "
+       "does not record it)", choices=("joint", "ee")),
+    _p("lerobot_ctrl_type", "abs", "LeRobot checkpoints: ctrl_type of the actions (LeRobot "
+       "does not record it)", choices=("abs", "delta", "rel")),
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
     _p("max_wait_ms", 0.0, "how long a batch waits for more requests (ms); 0 batches only what "

@@ -62,6 +62,7 @@ class RemotePolicy:
     default_reply_steps: int | None
     action_period: float | None
     description: dict[str, Any]  # model_info.describe_policy, computed in a replica
+    state_feature: tuple[str, int] | None = None
 
     def example_observation(self) -> None:
         return None
@@ -89,7 +90,7 @@ class RayEngine:
         self.max_batch = info["max_batch"]
         self.policy = RemotePolicy(info["spec"], info["camera_names"],
                                    info["default_reply_steps"], info["action_period"],
-                                   info["description"])
+                                   info["description"], info.get("state_feature"))
         # Requests are awaited on one event loop of ours: a handle's responses are awaitable,
         # and a timed-out or cancelled Future cancels the request on the replica too.
         self._loop = asyncio.new_event_loop()

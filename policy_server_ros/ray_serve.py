@@ -56,6 +56,7 @@ class PolicyReplica:
         policy = self.policy
         return {"model": self.model, "spec": policy.spec, "chunk_size": self.chunk_size,
                 "camera_names": policy.camera_names,
+                "state_feature": policy.state_feature,
                 "default_reply_steps": policy.default_reply_steps,
                 "action_period": policy.action_period, "max_batch": self.max_batch,
                 "description": describe_policy(policy)}

@@ -134,13 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("--seed", type=_number(int, 0, 2**31 - 1), default=None,
                         help="diffusion_policy: seed of the initial noise, set before every "
                              "inference (reproducible actions; default: fresh noise each call)")
-    family.add_argument("--num_inference_steps", type=_number(int, 1, 10000), default=10,
-                        help="diffusion_policy: DDIM denoising steps (default: %(default)s, as "
-                             "ILStudio's loader)")
+    family.add_argument("--num_inference_steps", type=_number(int, 0, 10000), default=0,
+                        help="Diffusion Policy denoising steps; 0 = the checkpoint's own "
+                             "(ILStudio: 10, as its loader; LeRobot: config.json's "
+                             "num_inference_steps, else all training timesteps; default: 0)")
     family.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=False,
                         help="diffusion_policy: serve ema_model.bin's EMA weights (default: off)")
     family.add_argument("--replay_episode", type=_number(int, 0, 1_000_000), default=0,
                         help="replay: which episode_<n> of actions.npz to serve (default: 0)")
+    family.add_argument("--lerobot_image_features", nargs="+", default=(), metavar="FEATURE",
+                        help="LeRobot checkpoints: the image feature each MetaObs.image camera "
+                             "feeds, in camera order (default: config.json's image features "
+                             "in their order)")
+    family.add_argument("--lerobot_ctrl_space", choices=("joint", "ee"), default="joint",
+                        help="LeRobot checkpoints: the actions' ctrl_space, which LeRobot does "
+                             "not record (default: joint)")
+    family.add_argument("--lerobot_ctrl_type", choices=("abs", "delta", "rel"), default="abs",
+                        help="LeRobot checkpoints: the actions' ctrl_type (default: abs)")
     runtime.add_argument("--max_batch", type=_number(int, 1, 1024), default=8,
                          help="most observations per forward pass; 1 disables batching "
                               "(default: %(default)s)")
@@ -246,7 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               min_std=args.min_std, precision=args.precision,
                               compile=args.compile, warmup_image_hw=args.warmup_image_size,
                               seed=args.seed, num_inference_steps=args.num_inference_steps,
-                              use_ema=args.use_ema, replay_episode=args.replay_episode)
+                              use_ema=args.use_ema, replay_episode=args.replay_episode,
+                              lerobot_image_features=tuple(args.lerobot_image_features),
+                              lerobot_ctrl_space=args.lerobot_ctrl_space,
+                              lerobot_ctrl_type=args.lerobot_ctrl_type)
         engine = make_engine(args.backend, args.model_name_or_path, options,
                              chunk_size=args.chunk_size, max_batch=args.max_batch,
                              max_wait_ms=args.max_wait_ms,

@@ -105,7 +105,7 @@ FLAG_CASES = [
     ("--warmup_image_size", "0x640", "must be HxW with H, W in [1, 8192]"),
     ("--device", "gpu", "must be cpu, cuda or cuda:N"),
     ("--seed", "-1", "must be an integer in [0, 2147483647]"),
-    ("--num_inference_steps", "0", "must be an integer in [1, 10000]"),
+    ("--num_inference_steps", "-1", "must be an integer in [0, 10000]"),
     ("--replay_episode", "-1", "must be an integer in [0, 1000000]"),
     ("--ray_address", "nowhere", "must be local, auto or host:port"),
     ("--ray_app", "a b", "must be letters, digits, _ or -"),
@@ -123,7 +123,8 @@ def test_the_flag_sweep_covers_every_flag_that_takes_a_value() -> None:
 
     # Free text (paths, names, addresses) or choices argparse checks itself.
     free = {"--config", "--host", "--model_name_or_path", "--dataset_id", "--auth_token_file",
-            "--precision", "--log_level", "--backend"}
+            "--precision", "--log_level", "--backend", "--lerobot_ctrl_space",
+            "--lerobot_ctrl_type"}
     flags = {action.option_strings[0] for action in build_parser()._actions
              if action.option_strings and action.nargs is None and action.const is None
              and action.option_strings[0] not in ("--help",)}

@@ -1,6 +1,8 @@
 """Policies, and the one entry point that builds one from a --model_name_or_path value.
 
-Checkpoint policy types are found by name: the `policy_name` in a checkpoint's
+LeRobot checkpoints (no policy_metadata.json; config.json's `type`) are recognised by content
+and loaded by policies/lerobot/. Other checkpoint policy types are found by name: the
+`policy_name` in a checkpoint's
 policy_metadata.json selects the module `policy_server_ros.policies.<policy_name>`, which
 provides `load_checkpoint(checkpoint, options) -> Policy`. Adding a policy type is adding one
 such module (see act/).
@@ -14,6 +16,7 @@ import re
 from pathlib import Path
 
 from policy_server_ros.checkpoint import read_checkpoint, resolve_model
+from policy_server_ros.policies import lerobot
 from policy_server_ros.policies.base import ActionSpec, LoadOptions, Policy, PolicyOutput
 from policy_server_ros.policies.builtin import BUILTIN_POLICIES
 
@@ -41,7 +44,8 @@ def available_policy_types() -> list[str]:
 
 def load_policy(name_or_path: str | Path, options: LoadOptions | None = None) -> Policy:
     """Build the policy named by `name_or_path`: `builtin:zero`, `builtin:echo`, or a
-    checkpoint folder in ILStudio's layout (see checkpoint.py). The default name
+    checkpoint folder in ILStudio's layout (see checkpoint.py) or LeRobot's
+    (lerobot/layout.py). The default name
     (checkpoint.EXAMPLE_CHECKPOINT) is resolved by checkpoint.resolve_model."""
     options = options or LoadOptions()
     name_or_path = resolve_model(str(name_or_path))
@@ -51,6 +55,9 @@ def load_policy(name_or_path: str | Path, options: LoadOptions | None = None) ->
             raise PolicyLoadError(f"unknown built-in policy {name_or_path!r}; available: "
                                   + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_POLICIES))
         return BUILTIN_POLICIES[kind]()
+    lerobot_folder = lerobot.find_lerobot_folder(Path(name_or_path).expanduser())
+    if lerobot_folder is not None:
+        return lerobot.load_folder(lerobot_folder, options)
     checkpoint = read_checkpoint(name_or_path)
     kind = checkpoint.policy_name
     available = available_policy_types()

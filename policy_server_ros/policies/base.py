@@ -43,20 +43,26 @@ class LoadOptions:
     compile: bool = False
     warmup_image_hw: tuple[int, int] = (480, 640)
     # Diffusion Policy: the initial noise's seed (None: fresh noise every call), denoising steps
-    # (the original's loader always sets 10), and whether to serve ema_model.bin's weights.
+    # (0: the checkpoint's own, ILStudio's loader's 10 or LeRobot's config.json), and whether
+    # to serve ema_model.bin's weights.
     seed: int | None = None
-    num_inference_steps: int = 10
+    num_inference_steps: int = 0
     use_ema: bool = False
     # replay: which recorded episode to serve.
     replay_episode: int = 0
+    # LeRobot checkpoints: the image feature each camera feeds, in camera order (empty:
+    # config.json's order), and the actions' convention, which LeRobot does not record.
+    lerobot_image_features: tuple[str, ...] = ()
+    lerobot_ctrl_space: str = "joint"
+    lerobot_ctrl_type: str = "abs"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.min_std > 0:
             raise ValueError(f"min_std must be > 0, got {self.min_std}")
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.num_inference_steps < 0:
+            raise ValueError(f"num_inference_steps must be >= 0, got {self.num_inference_steps}")
         if self.replay_episode < 0:
             raise ValueError(f"replay_episode must be >= 0, got {self.replay_episode}")
 
@@ -77,6 +83,8 @@ class Policy(ABC):
     camera_names: tuple[str, ...] | None = None
     # Seconds between consecutive actions when the checkpoint says (replay's period), else None.
     action_period: float | None = None
+    # (name, size) of the state vector the policy reads, when it says (checked at start-up).
+    state_feature: tuple[str, int] | None = None
 
     def preprocess(self, batch: MetaObs) -> Any:
         return batch

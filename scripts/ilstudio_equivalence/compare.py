@@ -35,8 +35,9 @@ ORIGINAL_MIN_STD = 0.01  # the original's zscore floor at the commit compared
 
 
 def make_inputs(out: Path, state_dim: int, cameras: int, image_hw: tuple[int, int],
-                seed: int) -> None:
-    """Cases `single` (B=1) and `batch` (B=3): float32 state, uint8 images (B, K, 3, H, W)."""
+                seed: int, *, state_obj_dim: int = 0) -> None:
+    """Cases `single` (B=1) and `batch` (B=3): float32 state, uint8 images (B, K, 3, H, W),
+    float32 state_obj when asked for (LeRobot's environment state)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for case, batch in (("single", 1), ("batch", 3)):
@@ -44,6 +45,9 @@ def make_inputs(out: Path, state_dim: int, cameras: int, image_hw: tuple[int, in
         if cameras:
             arrays[f"{case}/image"] = rng.integers(0, 256, (batch, cameras, 3, *image_hw),
                                                    dtype=np.uint8)
+        if state_obj_dim:
+            arrays[f"{case}/state_obj"] = rng.normal(size=(batch, state_obj_dim)).astype(
+                np.float32)
     np.savez(out, **arrays)
 
 
@@ -53,7 +57,9 @@ def ours(ckpt: Path, inputs: Path, options: LoadOptions) -> dict[str, np.ndarray
     results = {}
     for case in sorted({k.split("/")[0] for k in data.files}):
         image = data[f"{case}/image"] if f"{case}/image" in data.files else None
-        batch, _ = as_batch(MetaObs(state=data[f"{case}/state"], image=image))
+        state_obj = data[f"{case}/state_obj"] if f"{case}/state_obj" in data.files else None
+        batch, _ = as_batch(MetaObs(state=data[f"{case}/state"], image=image,
+                                    state_obj=state_obj))
         results[case] = policy.predict(batch)
     return results
 
@@ -117,14 +123,17 @@ def _hw(text: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(*, default_steps: int = 10, description: str = __doc__) -> int:
+    """The command line; `default_steps` is --steps' default (LeRobot's check passes 0: the
+    checkpoint's own)."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inputs")
     p.add_argument("out", type=Path)
     p.add_argument("--state_dim", type=int, required=True)
     p.add_argument("--cameras", type=int, default=0)
     p.add_argument("--image", type=_hw, default=(64, 64))
+    p.add_argument("--state_obj_dim", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("keys")
     p.add_argument("weights", type=Path)
@@ -137,7 +146,7 @@ def main() -> int:
     p.add_argument("inputs", type=Path)
     p.add_argument("original", type=Path)
     p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=default_steps)
     p.add_argument("--ema", action="store_true")
     p.add_argument("--tolerance", type=float, default=1e-4)
     args = parser.parse_args()
@@ -147,7 +156,8 @@ def main() -> int:
     if args.command == "replay":
         return compare_replay(args.folder, args.original, args.episode)
     if args.command == "inputs":
-        make_inputs(args.out, args.state_dim, args.cameras, args.image, args.seed)
+        make_inputs(args.out, args.state_dim, args.cameras, args.image, args.seed,
+                    state_obj_dim=args.state_obj_dim)
         return 0
     options = LoadOptions(device="cpu", min_std=ORIGINAL_MIN_STD, seed=args.seed,
                           num_inference_steps=args.steps, use_ema=args.ema)

@@ -132,8 +132,10 @@ class PositionEmbeddingSine(nn.Module):
 
 class TransformerEncoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float,
-                 pre_norm: bool) -> None:
+                 pre_norm: bool, *, activation: Callable[[Tensor], Tensor] = torch.relu
+                 ) -> None:
         super().__init__()
+        self.activation = activation  # the feed-forward's (LeRobot: relu, gelu or glu)
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
@@ -143,7 +145,7 @@ class TransformerEncoderLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def _feed_forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(torch.relu(self.linear1(x))))
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
     def forward(self, src: Tensor, pos: Tensor) -> Tensor:
         if self.pre_norm:
@@ -158,8 +160,10 @@ class TransformerEncoderLayer(nn.Module):
 
 class TransformerDecoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float,
-                 pre_norm: bool) -> None:
+                 pre_norm: bool, *, activation: Callable[[Tensor], Tensor] = torch.relu
+                 ) -> None:
         super().__init__()
+        self.activation = activation
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -180,12 +184,12 @@ class TransformerDecoderLayer(nn.Module):
             tgt = tgt + self.multihead_attn(x + query_pos, key, value=memory,
                                             need_weights=False)[0]
             x = self.norm3(tgt)
-            return tgt + self.linear2(self.dropout(torch.relu(self.linear1(x))))
+            return tgt + self.linear2(self.dropout(self.activation(self.linear1(x))))
         q = tgt + query_pos
         tgt = self.norm1(tgt + self.self_attn(q, q, value=tgt, need_weights=False)[0])
         attended = self.multihead_attn(tgt + query_pos, key, value=memory, need_weights=False)[0]
         tgt = self.norm2(tgt + attended)
-        return self.norm3(tgt + self.linear2(self.dropout(torch.relu(self.linear1(tgt)))))
+        return self.norm3(tgt + self.linear2(self.dropout(self.activation(self.linear1(tgt)))))
 
 
 class TransformerEncoder(nn.Module):

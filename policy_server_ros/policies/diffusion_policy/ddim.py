@@ -69,6 +69,7 @@ class DDIMSampler:
             pred_original = alpha_prod_t ** 0.5 * sample - beta_prod_t ** 0.5 * model_output
             pred_epsilon = alpha_prod_t ** 0.5 * model_output + beta_prod_t ** 0.5 * sample
         if self.config.clip_sample:
-            pred_original = pred_original.clamp(-1.0, 1.0)
+            bound = getattr(self.config, "clip_sample_range", 1.0)  # LeRobot's is configurable
+            pred_original = pred_original.clamp(-bound, bound)
         direction = (1 - alpha_prod_t_prev) ** 0.5 * pred_epsilon
         return alpha_prod_t_prev ** 0.5 * pred_original + direction

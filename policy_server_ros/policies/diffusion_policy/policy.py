@@ -16,6 +16,7 @@ copied in, as the original's loader does with `using_ema`. Both are read with
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 import re
@@ -44,6 +45,7 @@ log = logging.getLogger("policy_server_ros.policies.diffusion_policy")
 
 WEIGHTS_BIN = "pytorch_model.bin"
 EMA_BIN = "ema_model.bin"
+ILSTUDIO_INFERENCE_STEPS = 10  # what the original's loader sets, whatever config.json says
 
 
 def load_tensors(path: Path) -> Any:
@@ -147,6 +149,8 @@ class DiffusionPolicy(NormalizedTorchPolicy):
 def load_checkpoint(checkpoint: Checkpoint, options: LoadOptions) -> DiffusionPolicy:
     """Read config.json, pytorch_model.bin (and ema_model.bin with use_ema) and normalization."""
     config = DiffusionPolicyConfig.from_dict(checkpoint.config)
+    if not options.num_inference_steps:  # 0: the original's loader's choice
+        options = dataclasses.replace(options, num_inference_steps=ILSTUDIO_INFERENCE_STEPS)
     weights = checkpoint.require(WEIGHTS_BIN)
     ema = checkpoint.require(EMA_BIN) if options.use_ema else None
     DDIMSampler(config, options.num_inference_steps)  # a bad step count fails before loading

@@ -119,14 +119,21 @@ class ConditionalUnet1D(nn.Module):
         x = sample.moveaxis(-1, -2)
         steps = timestep.reshape(-1).to(sample.device).expand(sample.shape[0])
         feature = torch.cat([self.diffusion_step_encoder(steps), global_cond], dim=-1)
-        skips = []
-        for resnet, resnet2, downsample in self.down_modules:
-            x = resnet2(resnet(x, feature), feature)
-            skips.append(x)
-            x = downsample(x)
-        for mid in self.mid_modules:
-            x = mid(x, feature)
-        for resnet, resnet2, upsample in self.up_modules:
-            x = torch.cat((x, skips.pop()), dim=1)
-            x = upsample(resnet2(resnet(x, feature), feature))
-        return self.final_conv(x).moveaxis(-1, -2)
+        return unet_pass(self, x, feature).moveaxis(-1, -2)
+
+
+def unet_pass(unet: nn.Module, x: Tensor, feature: Tensor) -> Tensor:
+    """Down, middle, up (with skips) and the final conv over x (B, C, T), every residual block
+    conditioned on `feature` (the step embedding and the condition): shared by ILStudio's and
+    LeRobot's U-Nets, whose module lists hold the same kinds of blocks under other names."""
+    skips = []
+    for resnet, resnet2, downsample in unet.down_modules:
+        x = resnet2(resnet(x, feature), feature)
+        skips.append(x)
+        x = downsample(x)
+    for mid in unet.mid_modules:
+        x = mid(x, feature)
+    for resnet, resnet2, upsample in unet.up_modules:
+        x = torch.cat((x, skips.pop()), dim=1)
+        x = upsample(resnet2(resnet(x, feature), feature))
+    return unet.final_conv(x)

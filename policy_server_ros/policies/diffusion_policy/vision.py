@@ -8,6 +8,8 @@ keypoint's expected (x, y) in [-1, 1], then a linear projection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -23,14 +25,15 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(channels // CHANNELS_PER_GROUP, channels)
 
 
-def resnet18_group_norm_trunk() -> nn.Sequential:
-    """(N, 3, H, W) -> (N, 512, ceil(H/32), ceil(W/32)), indexed as robomimic's `nets`."""
+def resnet18_trunk(norm: Callable[[int], nn.Module] = group_norm) -> nn.Sequential:
+    """(N, 3, H, W) -> (N, 512, ceil(H/32), ceil(W/32)), indexed as robomimic's `nets` (and as
+    LeRobot's `nn.Sequential(*children[:-2])`); `norm` builds every normalization layer."""
 
     def layer(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-        return nn.Sequential(BasicBlock(c_in, c_out, stride, norm=group_norm),
-                             BasicBlock(c_out, c_out, norm=group_norm))
+        return nn.Sequential(BasicBlock(c_in, c_out, stride, norm=norm),
+                             BasicBlock(c_out, c_out, norm=norm))
 
-    return nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), group_norm(64),
+    return nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), norm(64),
                          nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
                          layer(64, 64, 1), layer(64, 128, 2), layer(128, 256, 2),
                          layer(256, 512, 2))
@@ -39,7 +42,7 @@ def resnet18_group_norm_trunk() -> nn.Sequential:
 class ResNet18Conv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.nets = resnet18_group_norm_trunk()
+        self.nets = resnet18_trunk()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.nets(x)
