@@ -371,15 +371,16 @@ class PolicyServerWork(Node):
         return self.get_clock().now().nanoseconds
 
     def _try_infer(self) -> None:
-        if self.commands is not None and not self._wants_chunk():
-            return
         try:
+            # Assembled even when no chunk is due (chunk, aggregate modes), so that every
+            # observation counts in MetaObs.timestep whether or not it is run (replay indexes
+            # its recording by it).
             assembled = self.assembler.assemble(self._now_ns())
         except AssemblyError as exc:
             self.get_logger().warning(f"skipping observation: {exc}",
                                       throttle_duration_sec=WARN_PERIOD_S)
             return
-        if assembled is not None:
+        if assembled is not None and (self.commands is None or self._wants_chunk()):
             self._dispatch(assembled)
 
     def _wants_chunk(self) -> bool:

@@ -226,10 +226,6 @@ def evaluate(config: EvalConfig) -> dict:
             policy.replay_demos.index(seed)  # every seed has a demonstration, or stop now
     if config.via not in ("ros", "socket"):
         raise EvalError(f"--via must be ros or socket, got {config.via!r}")
-    if policy.family == "replay" and config.via == "ros" and config.execution_mode != "ensemble":
-        log.warning("replay over ROS follows the control step only in ensemble mode: in %s "
-                    "mode the node skips observations between refills, and replay's timestep "
-                    "(observations counted) falls behind", config.execution_mode)
     hw = config.image_hw if config.image_hw is not None else \
         ((480, 640) if policy.cameras else (0, 0))
     if policy.cameras and hw[0] <= 0:
