@@ -371,16 +371,17 @@ class PolicyServerWork(Node):
         return self.get_clock().now().nanoseconds
 
     def _try_infer(self) -> None:
+        # When no chunk is due (chunk, aggregate modes) the observation is still counted in
+        # MetaObs.timestep, not built: the timestep stays the control step (replay indexes its
+        # recording by it).
+        wanted = self.commands is None or self._wants_chunk()
         try:
-            # Assembled even when no chunk is due (chunk, aggregate modes), so that every
-            # observation counts in MetaObs.timestep whether or not it is run (replay indexes
-            # its recording by it).
-            assembled = self.assembler.assemble(self._now_ns())
+            assembled = self.assembler.assemble(self._now_ns(), build=wanted)
         except AssemblyError as exc:
             self.get_logger().warning(f"skipping observation: {exc}",
                                       throttle_duration_sec=WARN_PERIOD_S)
             return
-        if assembled is not None and (self.commands is None or self._wants_chunk()):
+        if assembled is not None:
             self._dispatch(assembled)
 
     def _wants_chunk(self) -> bool:

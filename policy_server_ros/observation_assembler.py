@@ -181,10 +181,12 @@ class ObservationAssembler:
             names = [*names, "language"]
         return [n for n in names if n == "language" or not self.inputs[n].buffer]
 
-    def assemble(self, now_ns: int) -> Assembled | None:
+    def assemble(self, now_ns: int, build: bool = True) -> Assembled | None:
         """The newest decided complete set of required messages no earlier set used, as an
         observation; None if there is none, or if it is older than max_age (then it counts
-        once in `stale_skipped`).
+        once in `stale_skipped`). build=False uses the set up and counts it in `timestep`
+        without building the observation (the node's chunk/aggregate modes between refills:
+        the timestep stays the control step) and returns None.
 
         Raises AssemblyError when the newest set's messages cannot be combined (the set is
         used up, so the next call moves on)."""
@@ -199,6 +201,9 @@ class ObservationAssembler:
         self._used_ns.update(required)
         if now_ns - min(required.values()) > self.config.max_age_s * 1e9:
             self.stale_skipped += 1
+            return None
+        if not build:
+            self.timestep += 1
             return None
         obs = self._build(chosen)
         self.timestep += 1

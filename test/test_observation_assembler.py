@@ -308,3 +308,15 @@ def test_frames_that_overtook_a_lagging_joint_stream_are_all_used_in_order() -> 
             emitted.append(out.input_stamps_ns)
     assert emitted == [{"camera/0": 40 * MS, "joints": 40 * MS},
                        {"camera/0": 80 * MS, "joints": 80 * MS}]
+
+
+def test_a_set_used_without_building_still_counts_in_the_timestep() -> None:
+    a = _assembler()
+    for k in range(3):
+        a.add("camera/0", (1000 + 20 * k) * MS, IMG)
+        a.add("joints", (1000 + 20 * k) * MS, np.full(3, float(k), np.float32))
+        if k < 2:
+            assert a.assemble((1001 + 20 * k) * MS, build=False) is None
+    out = a.assemble(1041 * MS)
+    assert out is not None and out.obs.timestep == 2 and out.obs.state.tolist() == [2, 2, 2]
+    assert a.assemble(1042 * MS) is None  # the unbuilt sets were used up too
