@@ -248,11 +248,6 @@ class ChunkScheduler:
         index = int(self._step_index(int(self._starts[-1]), now_ns))
         return min(1.0, max(0, steps - max(index, 0)) / steps)
 
-    def covers(self, now_ns: int) -> bool:
-        """Whether some chunk has a step for `now_ns` (else step() holds or gives None)."""
-        index = self._step_index(self._starts, now_ns)
-        return bool(((index >= 0) & (index < self._lengths)).any())
-
     def step(self, now_ns: int) -> Command | None:
         """The command for control time `now_ns`, or None (no chunk yet, or the hold ran
         out)."""
@@ -301,13 +296,13 @@ class ChunkScheduler:
 
 
 def scheduler_config(params: Mapping[str, object], ctrl_type: str) -> SchedulerConfig:
-    """The SchedulerConfig the node's parameters (and the socket CLI's flags) describe."""
+    """The SchedulerConfig the node's parameters describe."""
     return SchedulerConfig(
         mode=str(params["execution_mode"]), period_s=float(params["action_period"]),
         ensemble_decay=float(params["ensemble_decay"]),
         aggregate_fn=str(params["aggregate_fn"]),
-        latency_compensation=bool(params.get("latency_compensation", True)),
+        latency_compensation=bool(params["latency_compensation"]),
         hold_timeout=float(params["hold_timeout"]), ctrl_type=ctrl_type,
-        command_min=[float(v) for v in params.get("command_min") or []],
-        command_max=[float(v) for v in params.get("command_max") or []],
-        max_command_step=[float(v) for v in params.get("max_command_step") or []])
+        command_min=[float(v) for v in params["command_min"]],
+        command_max=[float(v) for v in params["command_max"]],
+        max_command_step=[float(v) for v in params["max_command_step"]])
