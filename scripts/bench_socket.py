@@ -101,16 +101,38 @@ def _raw_exchange(sock: socket.socket, payload: bytes) -> int:
     return len(read_frame(sock, frame_timeout=30))
 
 
-def request(protocol_cameras_batched: tuple[int, int, bool]) -> MetaObs:
+# Requests cycle through this many timesteps (t = 0, 50, 100, ...: one request per chunk).
+TIMESTEPS = 16
+
+
+def request(protocol_cameras_batched: tuple[int, int, bool], t: int = 0) -> MetaObs:
+    """The observation of control step `t`, as each kind of client sends it; the timestep
+    changes with every request, so no two consecutive requests have the same bytes."""
     _, cameras, batched = protocol_cameras_batched
     rng = np.random.default_rng(cameras)
-    if batched:  # ILStudio's own clients
+    if batched:  # ILStudio's own clients (deploy/remote/client.py): timestep = np.array([[t]])
         return MetaObs(state=rng.uniform(-1, 1, (1, 14)).astype(np.float32),
                        image=rng.integers(0, 256, (1, cameras, 3, 480, 640), dtype=np.uint8),
-                       raw_lang="pick up the cube")
-    return MetaObs(state=rng.uniform(-1, 1, 14),  # the guide's example
+                       raw_lang="pick up the cube", timestep=np.array([[t]]))
+    return MetaObs(state=rng.uniform(-1, 1, 14),  # the guide's example: timestep=i
                    image=rng.integers(0, 256, (cameras, 3, 480, 640), dtype=np.uint8),
-                   raw_lang="pick up the cube")
+                   raw_lang="pick up the cube", timestep=t)
+
+
+def requests(key: tuple[int, int, bool]) -> list[MetaObs]:
+    """TIMESTEPS consecutive requests of one client, 50 control steps apart."""
+    return [request(key, 50 * i) for i in range(TIMESTEPS)]
+
+
+class _Cycle:
+    """Calls `exchange` with the next item of `items` each time (round robin)."""
+
+    def __init__(self, exchange: Callable[[object], object], items: list) -> None:
+        self.exchange, self.items, self.index = exchange, items, 0
+
+    def __call__(self) -> object:
+        self.index = (self.index + 1) % len(self.items)
+        return self.exchange(self.items[self.index])
 
 
 class Case:
@@ -120,12 +142,12 @@ class Case:
         protocol, cameras, batched = key
         self.name = f"protocol {protocol}, {cameras} camera{'s' * (cameras > 1)}, " \
                     f"{'batched' if batched else 'unbatched'}"
-        obs = request(key)
-        payload = pickle.dumps(obs, protocol=protocol)  # what the clients send
-        portable = dumps(obs)  # what PolicyClient sends for the same observation
-        self.request_bytes = len(payload)
+        observations = requests(key)
+        payloads = [pickle.dumps(obs, protocol=protocol) for obs in observations]  # the clients'
+        portables = [dumps(obs) for obs in observations]  # PolicyClient's, for the same ones
+        self.request_bytes = len(payloads[0])
         server = _connect(ports["server"])
-        self.reply_bytes = _raw_exchange(server, payload)
+        self.reply_bytes = _raw_exchange(server, payloads[0])
         floor = _connect(ports["floor"])
         write_frame(floor, struct.pack(">I", self.reply_bytes))
         client = PolicyClient("127.0.0.1", ports["server"])
@@ -134,15 +156,16 @@ class Case:
         self.sockets = [server, floor, raw_client]
         self.client = client
         self.modes: dict[str, Callable[[], object]] = {
-            "floor": lambda: _raw_exchange(floor, payload),
-            "server": lambda: _raw_exchange(server, payload),
-            "raw client": lambda: _raw_exchange(raw_client, portable),
-            "PolicyClient": lambda: client.send_meta_obs(obs),
+            "floor": _Cycle(lambda p: _raw_exchange(floor, p), payloads),
+            "server": _Cycle(lambda p: _raw_exchange(server, p), payloads),
+            "raw client": _Cycle(lambda p: _raw_exchange(raw_client, p), portables),
+            "PolicyClient": _Cycle(client.send_meta_obs, observations),
         }
         if "baseline" in ports:
             baseline = _connect(ports["baseline"])
             self.sockets.append(baseline)
-            self.modes["baseline server"] = lambda: _raw_exchange(baseline, payload)
+            self.modes["baseline server"] = _Cycle(lambda p: _raw_exchange(baseline, p),
+                                                   payloads)
         self.times: dict[str, list[float]] = {mode: [] for mode in self.modes}
 
     def close(self) -> None:
@@ -185,11 +208,11 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
     rows = []
     for key in keys:
         obs = request(key)
-        data = pickle.dumps(obs, protocol=key[0])
+        data = [pickle.dumps(o, protocol=key[0]) for o in requests(key)]
         reply = bytes(reply_batched if key[2] else reply_single)
         steps = {
-            "request, checked": lambda d=data: safe_loads(d, fast_path=False),
-            "request, fast": lambda d=data: safe_loads(d),
+            "request, checked": _Cycle(lambda d: safe_loads(d, fast_path=False), data),
+            "request, fast": _Cycle(safe_loads, data),
             "reply, checked": lambda r=reply: safe_loads(r, fast_path=False),
             "reply, fast": lambda r=reply: safe_loads(r),
             "reply, pickle.loads (unsafe)": lambda r=reply: pickle.loads(r),
@@ -295,7 +318,7 @@ def main() -> int:
         cases = [Case(key, ports) for key in keys]
         run_rounds(cases, args.requests, args.warmup, args.rounds)
         steps = decode_steps(keys, max(50, args.requests // 2))
-        main_payload = pickle.dumps(request(keys[0]), protocol=4)
+        main_payload = pickle.dumps(request(keys[0], 50), protocol=4)
         scaling = [throughput(port, main_payload, n, args.seconds) for n in (1, 4, 16)]
     finally:
         for case in cases:

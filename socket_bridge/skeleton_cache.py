@@ -6,29 +6,31 @@ unpickler (safe_unpickle) checks every opcode, at ~0.3-1 us each; CPython's C un
 faster but checks nothing. This module lets the C unpickler decode a frame only when the pure-
 Python one has already decoded a frame of *the same skeleton* without objection:
 
-* a frame's **skeleton** is all of its bytes except the payloads of its byte-string opcodes
-  (BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8) of at least HOLE_MIN_BYTES bytes: the
-  **holes**. Opcodes, their length prefixes, numbers, strings, global names, memo indices and
-  anything after STOP are skeleton.
+* a frame's **skeleton** is all of its bytes except its **holes**: the payloads of its byte-
+  string opcodes (BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8) of at least HOLE_MIN_BYTES
+  bytes, and the free values that free_values finds (array data of any length, a wire type's
+  `timestep` int, each used once). Opcodes, their length prefixes, other numbers, strings,
+  global names, memo indices and anything after STOP are skeleton.
 * Two frames with equal skeletons parse into the same opcode sequence (every opcode boundary is
   fixed by skeleton bytes), and the safe decoder runs them along the same path: none of its
   checks reads the content of a byte string that long (only lengths; the one content check,
-  dtype codes given as bytes, accepts at most 12 bytes), so the same names are resolved to the
-  same checked stand-ins, the same BUILD states pass the same checks, and the same allocation
-  charges add up to the same total.
+  dtype codes given as bytes, accepts at most 12 bytes), nor of a free value (see
+  free_values), so the same names are resolved to the same checked stand-ins, the same BUILD
+  states pass the same checks, and the same allocation charges add up to the same total.
 * So a frame whose skeleton equals an accepted one's is decoded by the C unpickler with the
   same restricted `find_class` (and no persistent ids). The two things the C unpickler does
   differently are ruled out when the skeleton is learned: its memo is an array sized by the
   largest memo index (learned skeletons have no index above their opcode count), and its BUILD
   calls numpy's unchecked `__setstate__` (learned BUILDs passed the checks, and the states of a
-  matching frame differ only in byte-string contents, which those checks do not read).
+  matching frame differ only in hole contents, which those checks do not read).
 * The allocation budget is kept: a skeleton remembers what its decode was charged, and a call
   with a smaller budget takes the pure-Python path (which refuses it).
 
-Frames whose numbers or strings change between requests (an incrementing `timestep`, a new
-instruction) have new skeletons and take the pure-Python path; a cache slot is only replaced
-after REPLACE_AFTER_MISSES consecutive mismatches, so such traffic costs one comparison more
-than before, not a relearning each time.
+An incrementing `timestep` (an int, or ILStudio's np.array([[t]])) stays on the fast path.
+Frames whose other numbers or strings change between requests (a new instruction) have new
+skeletons and take the pure-Python path; a cache slot is only replaced after
+REPLACE_AFTER_MISSES consecutive mismatches, so such traffic costs one comparison more than
+before, not a relearning each time.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from socket_bridge.free_values import free_values
 
 # Longer than any dtype code the safe decoder reads from bytes (12 characters), the one place
 # where it looks at a byte string's content rather than its length.
@@ -76,24 +80,26 @@ def skeleton_of(data: memoryview, charged: int) -> Skeleton | None:
     or it has no hole worth skipping."""
     raw = bytes(data)
     holes = []
-    count = 0
     try:
-        for opcode, arg, pos in pickletools.genops(io.BytesIO(raw)):
-            count += 1
-            if opcode.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg < count):
-                return None
-            width = _HOLE_OPCODES.get(opcode.name)
-            if width is not None and len(arg) >= HOLE_MIN_BYTES:
-                start = pos + 1 + width
-                holes.append((start, start + len(arg)))
+        ops = list(pickletools.genops(io.BytesIO(raw)))
     except Exception:  # genops reads some streams the unpicklers accept differently: skip
         return None
-    if not holes or len(raw) - sum(end - start for start, end in holes) > MAX_SKELETON_BYTES:
+    for count, (opcode, arg, pos) in enumerate(ops, 1):
+        if opcode.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg < count):
+            return None
+        width = _HOLE_OPCODES.get(opcode.name)
+        if width is not None and len(arg) >= HOLE_MIN_BYTES:
+            start = pos + 1 + width
+            holes.append((start, start + len(arg)))
+    holes += free_values(ops, raw)
+    if not holes:
         return None
     mask = np.ones(len(raw), dtype=bool)
     for start, end in holes:
         mask[start:end] = False
     index = np.flatnonzero(mask).astype(np.int32)
+    if index.size > MAX_SKELETON_BYTES:
+        return None
     frame = np.frombuffer(raw, np.uint8)
     return Skeleton(len(raw), index, frame[index].tobytes(), charged)
 

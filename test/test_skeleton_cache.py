@@ -19,6 +19,7 @@ from test_robustness import _mutate, _seeds
 
 from benchmark.base import MetaAction, MetaObs
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput
+from socket_bridge.free_values import free_values
 from socket_bridge.portable_pickle import dumps
 from socket_bridge.protocol import reply_from_output
 from socket_bridge.safe_unpickle import (
@@ -52,6 +53,9 @@ def _messages(seed: int) -> dict[str, bytes]:
         obs = _request(batched, seed=seed)
         for protocol in (4, 5):
             out[f"request p{protocol} batched={batched}"] = pickle.dumps(obs, protocol=protocol)
+        ilstudio = _request(batched, seed=seed)  # ILStudio's client: timestep = np.array([[t]])
+        ilstudio.timestep = np.array([[50 * seed]])
+        out[f"ILStudio request batched={batched}"] = pickle.dumps(ilstudio, protocol=4)
         out[f"portable request batched={batched}"] = dumps(obs)
         out[f"reply batched={batched}"] = dumps(_reply(batched, seed))
     return out
@@ -106,27 +110,100 @@ def test_fast_path_decodes_what_the_checked_decoder_decodes(name: str) -> None:
     assert _same(fast, safe_loads(data, fast_path=False))
 
 
-def test_holes_are_only_long_byte_strings() -> None:
-    data = pickle.dumps(_request(True), protocol=4)
+def test_holes_are_array_data_and_the_timestep_only() -> None:
+    data = pickle.dumps(_request(True, timestep=-7), protocol=4)
     skeleton = skeleton_of(memoryview(data), 0)
     assert skeleton is not None
     holes = np.setdiff1d(np.arange(len(data)), skeleton.index)
     image = _request(True).image.tobytes()
     start = data.index(image)
-    # The state's 56 bytes and the image's bytes are holes; nothing else is.
+    timestep = data.index(b"J" + struct.pack("<i", -7)) + 1  # BININT -7
+    # The image's and the state's (56) bytes and the timestep's 4 are holes; nothing else is.
     assert set(range(start, start + len(image))) <= set(holes.tolist())
-    assert len(holes) == len(image) + 56
+    assert set(range(timestep, timestep + 4)) <= set(holes.tolist())
+    assert len(holes) == len(image) + 56 + 4
     assert HOLE_MIN_BYTES > 12  # longer than any dtype code, the one content the decoder reads
 
 
-def test_a_changed_number_or_string_leaves_the_fast_path() -> None:
+@pytest.mark.parametrize("protocol", [3, 4, 5, "portable"])
+@pytest.mark.parametrize("form", ["int", "array"])
+def test_a_changing_timestep_stays_on_the_fast_path(protocol: int | str, form: str) -> None:
+    """What real clients send: ILStudio's client sets timestep = np.array([[t]]) on every
+    request, the guide's example timestep=i."""
+    def frame(t: int) -> bytes:
+        obs = _request(form == "array", timestep=t)
+        if form == "array":
+            obs.timestep = np.array([[t]])
+        return dumps(obs) if protocol == "portable" else pickle.dumps(obs, protocol=protocol)
+
+    safe_loads(frame(0))
+    hits = fast_decodes()
+    for t in (50, 100, 150, 200):
+        decoded = safe_loads(frame(t))
+        assert np.array_equal(decoded.timestep, t if form == "int" else [[t]])
+        assert _same(decoded, safe_loads(frame(t), fast_path=False))
+    assert fast_decodes() == hits + 4
+
+
+def test_other_changed_numbers_and_strings_leave_the_fast_path() -> None:
     safe_loads(pickle.dumps(_request(True, timestep=3), protocol=4))
     hits = fast_decodes()
-    for obs in (_request(True, timestep=4), MetaObs(**{**vars(_request(True, timestep=3)),
-                                                       "raw_lang": "pick up the cubE"})):
-        decoded = safe_loads(pickle.dumps(obs, protocol=4))
-        assert decoded.timestep == obs.timestep and decoded.raw_lang == obs.raw_lang
+    changed_lang = MetaObs(**{**vars(_request(True, timestep=3)), "raw_lang": "pick up the cubE"})
+    decoded = safe_loads(pickle.dumps(changed_lang, protocol=4))
+    assert decoded.raw_lang == changed_lang.raw_lang
+    # A number that is not a wire type's timestep, e.g. the state's shape, is skeleton.
+    obs = _request(True, timestep=3)
+    obs.state = obs.state.reshape(2, 7)
+    assert safe_loads(pickle.dumps(obs, protocol=4)).state.shape == (2, 7)
     assert fast_decodes() == hits
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _text(value: str) -> bytes:
+    return b"\x8c" + bytes([len(value)]) + value.encode()
+
+
+def _obs_with_array(timestep_op: bytes, shape: bytes) -> bytes:
+    """A hand-written MetaObs pickle: timestep from `timestep_op`, state = numpy.empty(shape,
+    'f4') filled in by BUILD."""
+    array = (_global("numpy", "empty") + shape + _text("f4") + b"\x86R"
+             + b"(K\x01" + shape + _global("numpy", "dtype") + _text("f4") + b"\x85R"
+             + b"\x89C\x0c" + bytes(12) + b"tb")
+    return (b"\x80\x04" + _global("benchmark.base", "MetaObs") + b")\x81}("
+            + _text("timestep") + timestep_op + _text("state") + array + b"ub.")
+
+
+def test_a_value_used_twice_is_not_free() -> None:
+    """The timestep int is free only while nothing else uses it: memoized and fetched again as
+    the state's shape, its value decides an allocation."""
+    alone = _obs_with_array(b"K\x03", b"K\x03\x85")
+    shared = _obs_with_array(b"K\x03\x94", b"h\x00\x85")  # MEMOIZE as 0, BINGET 0
+    for data in (alone, shared):
+        assert safe_loads(data, fast_path=False).state.shape == (3,)
+    spans = free_values(list(pickletools.genops(alone)), alone)
+    timestep = alone.index(b"K\x03") + 1
+    assert (timestep, timestep + 1) in spans  # the control: used once, it is free
+    assert len(spans) == 2  # and the array's 12 data bytes
+    shared_spans = free_values(list(pickletools.genops(shared)), shared)
+    assert shared_spans == [(s + 1, e + 1) for s, e in spans if s != timestep]
+    # Changing the shared value changes the allocation; it must take the checked path.
+    safe_loads(shared)
+    hits = fast_decodes()
+    bigger = shared.replace(b"K\x03\x94", b"K\x04\x94")
+    with pytest.raises(UnsafePickleError, match="array data does not match"):
+        safe_loads(bigger)
+    assert fast_decodes() == hits
+
+
+@pytest.mark.parametrize("key", ["raw_lang", "timestep2"])
+def test_an_int_under_another_key_is_not_free(key: str) -> None:
+    data = _obs_with_array(b"K\x03", b"K\x03\x85").replace(_text("timestep"), _text(key))
+    safe_loads(data, fast_path=False)
+    spans = free_values(list(pickletools.genops(data)), data)
+    assert len(spans) == 1 and spans[0][1] - spans[0][0] == 12  # the array data only
 
 
 def test_the_budget_still_holds_for_learned_skeletons() -> None:
@@ -199,5 +276,7 @@ def test_mutated_frames_decode_alike_on_both_paths(tmp_path: Path) -> None:
         fast, checked = outcomes
         assert (fast is checked) if isinstance(fast, type) else _same(fast, checked), \
             f"mutation {i}: the fast path and the checked decoder disagree on {data[:200]!r}"
-    assert fast_decodes() - hits > 2000
+    # Half the mutations stay inside holes; some of their skeletons get evicted (more seeds
+    # have skeletons than the cache's MAX_SKELETONS slots), so not all of them are fast.
+    assert fast_decodes() - hits > 1500
     assert not (tmp_path / "canary").exists()
