@@ -26,9 +26,10 @@ exhaust memory.
 
 Speed: the checks above run in the pure-Python unpickler, ~0.3-1 us per opcode (a 100-step
 reply has 3,500-5,000 opcodes). A frame shaped exactly like one it already accepted, differing
-only in the contents of its long byte strings (array data), is decoded by CPython's C unpickler
-with the same allow-list instead: see skeleton_cache for the argument that this is the same
-decode, and test_skeleton_cache for the differential fuzzing that checks it.
+only in its array data and timestep, is decoded by CPython's C unpickler with the same
+allow-list instead (see skeleton_cache for the argument that this is the same decode, and
+test_skeleton_cache for the differential fuzzing that checks it), or, for a reply, rebuilt from
+its array bytes (reply_template).
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from socket_bridge.reply_template import learn_template
 from socket_bridge.skeleton_cache import SkeletonCache, c_loads
 from socket_bridge.wire_types import MetaAction, MetaObs
 
 __all__ = ["DecodeBudgetExceeded", "UnsafePickleError", "decode_budget", "fast_decodes",
-           "safe_loads"]
+           "safe_loads", "template_decodes"]
 
 # Upper bound for an array a pickle asks us to create *before* filling it. numpy's own pickles
 # and ours ask for shape (0,) and then set the data (bounded by the frame); a large shape here
@@ -516,8 +518,14 @@ _SKELETONS = {True: SkeletonCache(), False: SkeletonCache()}
 
 
 def fast_decodes() -> int:
-    """How many frames the C fast path has decoded in this process (statistics, tests)."""
+    """How many frames the fast path (the C unpickler or a reply template) has decoded in this
+    process (statistics, tests)."""
     return sum(cache.hits for cache in _SKELETONS.values())
+
+
+def template_decodes() -> int:
+    """How many of those a reply template rebuilt (statistics, tests)."""
+    return sum(cache.rebuilt for cache in _SKELETONS.values())
 
 
 def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool = True,
@@ -529,20 +537,33 @@ def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool =
     length), and other pickle.UnpicklingError / ValueError / TypeError / EOFError for malformed
     data. With `allow_wire_types=False` only containers, numbers and arrays decode (stats files).
 
-    A frame whose skeleton (everything but its long byte strings) equals that of a frame this
-    decoder already accepted is decoded by the C unpickler with the same allow-list; see
-    skeleton_cache for why that is the same decode, ~5-20x faster. `fast_path=False` decodes
-    with the pure-Python unpickler only, learning nothing (for comparisons).
+    A frame whose skeleton (everything but its array data and timestep) equals that of a frame
+    this decoder already accepted is decoded by the C unpickler with the same allow-list; see
+    skeleton_cache for why that is the same decode, ~5-20x faster. A reply of the shapes the
+    server sends is rebuilt from its array bytes instead, ~2-3x faster again (reply_template).
+    `fast_path=False` decodes with the pure-Python unpickler only, learning nothing (for
+    comparisons).
     """
     reader = _ViewReader(data)
     budget = decode_budget(reader.size) if budget is None else budget
     cache = _SKELETONS[allow_wire_types]
-    if fast_path and cache.find(np.frombuffer(reader.view, np.uint8), budget) is not None:
-        return c_loads(reader, _FAST_RESOLVERS[allow_wire_types])
+    resolver = _FAST_RESOLVERS[allow_wire_types]
+    if fast_path:
+        frame = np.frombuffer(reader.view, np.uint8)
+        skeleton = cache.find(frame, budget)
+        if skeleton is not None:
+            template = skeleton.template
+            if template is None:
+                return c_loads(reader, resolver)
+            cache.rebuilt += 1
+            return template.rebuild(frame)
     unpickler = _RestrictedUnpickler(reader, allow_wire_types, budget)
     result = unpickler.load()
     if fast_path and cache.wants(reader.size):
-        cache.learn(reader.view, unpickler.budget - unpickler.left)
+        skeleton = cache.learn(reader.view, unpickler.budget - unpickler.left)
+        if skeleton is not None:
+            skeleton.template = learn_template(
+                skeleton.holes, reader.view, lambda marked: c_loads(_ViewReader(marked), resolver))
     return result
 
 

@@ -55,7 +55,7 @@ _MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 REPLACE_AFTER_MISSES = 8
 MAX_SKELETONS = 16
 # A frame with more skeleton bytes than this (a 100-step reply has ~7 kB, a batch of 8 ~50 kB)
-# is not learned: its index would cost 4 bytes per byte, and hostile frames must not fill memory.
+# is not learned: its index would cost 8 bytes per byte, and hostile frames must not fill memory.
 MAX_SKELETON_BYTES = 128 << 10
 
 
@@ -68,7 +68,10 @@ class Skeleton:
     index: np.ndarray  # positions of the skeleton bytes, ascending
     values: bytes  # the frame's bytes at those positions
     charged: int
+    holes: list[tuple[int, int]]  # (start, end) of each hole, ascending
     misses: int = 0
+    # A faster decode than the C unpickler's for this skeleton, when reply_template has one.
+    template: Any = None
 
     def matches(self, frame: np.ndarray) -> bool:
         return frame.size == self.size and frame[self.index].tobytes() == self.values
@@ -91,17 +94,15 @@ def skeleton_of(data: memoryview, charged: int) -> Skeleton | None:
         if width is not None and len(arg) >= HOLE_MIN_BYTES:
             start = pos + 1 + width
             holes.append((start, start + len(arg)))
-    holes += free_values(ops, raw)
-    if not holes:
+    holes = sorted(set(holes + free_values(ops, raw)))  # a long byte string may be free too
+    if not holes or len(raw) - sum(end - start for start, end in holes) > MAX_SKELETON_BYTES:
         return None
     mask = np.ones(len(raw), dtype=bool)
     for start, end in holes:
         mask[start:end] = False
-    index = np.flatnonzero(mask).astype(np.int32)
-    if index.size > MAX_SKELETON_BYTES:
-        return None
+    index = np.flatnonzero(mask)  # intp: numpy gathers with it uncast
     frame = np.frombuffer(raw, np.uint8)
-    return Skeleton(len(raw), index, frame[index].tobytes(), charged)
+    return Skeleton(len(raw), index, frame[index].tobytes(), charged, holes)
 
 
 class SkeletonCache:
@@ -111,6 +112,7 @@ class SkeletonCache:
         self._by_size: dict[int, Skeleton] = {}
         self._lock = threading.Lock()
         self.hits = 0  # frames found to match (approximate under concurrency: statistics only)
+        self.rebuilt = 0  # of those, rebuilt from a reply template (statistics too)
 
     def find(self, frame: np.ndarray, budget: int) -> Skeleton | None:
         """The accepted skeleton `frame` matches, if its decode fits `budget`."""
@@ -132,16 +134,18 @@ class SkeletonCache:
         skeleton = self._by_size.get(size)
         return skeleton is None or skeleton.misses >= REPLACE_AFTER_MISSES
 
-    def learn(self, data: memoryview, charged: int) -> None:
-        skeleton = skeleton_of(data, charged)
+    def learn(self, data: memoryview, charged: int) -> Skeleton | None:
+        """Learn the skeleton of an accepted frame; it, or None when it has none."""
+        skeleton = learned = skeleton_of(data, charged)
         with self._lock:
             if skeleton is None:
                 # Remember the refusal as a skeleton that never matches, so a stream of such
                 # frames is not walked again each time.
-                skeleton = Skeleton(len(data), np.zeros(0, np.int32), b"\x00", charged)
+                skeleton = Skeleton(len(data), np.zeros(0, np.intp), b"\x00", charged, [])
             if len(self._by_size) >= MAX_SKELETONS and len(data) not in self._by_size:
                 self._by_size.pop(next(iter(self._by_size)))
             self._by_size[len(data)] = skeleton
+        return learned
 
 
 def c_loads(reader: Any, find_class: Any) -> Any:
