@@ -220,7 +220,11 @@ class InferenceEngine:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1e3
         self.warmup_ms: float | None = None
-        self._queue: queue.Queue[_Request | None] = queue.Queue(maxsize=max_queue)
+        # SimpleQueue (C) wakes the worker ~2x faster than queue.Queue; its bound is `_queued`,
+        # counted under `_lock` by submit and _take.
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._max_queue = max_queue
+        self._queued = 0
         # Taken around "closed?" + enqueue in submit and around setting it in close, so no
         # request can be queued once close has begun; and around the worker taking a request
         # and close giving up on the worker, so every taken request is failed by one of them.
@@ -240,7 +244,7 @@ class InferenceEngine:
     @property
     def max_queue(self) -> int:
         """Requests that may wait at once; `submit` raises EngineBusy beyond it."""
-        return self._queue.maxsize
+        return self._max_queue
 
     def submit(self, obs: MetaObs) -> Future:
         """Queue one observation; the Future resolves to a PolicyOutput or to the error.
@@ -249,11 +253,10 @@ class InferenceEngine:
         with self._lock:
             if self._closed:
                 raise EngineClosed("the inference engine is shut down")
-            try:
-                self._queue.put_nowait(request)
-            except queue.Full:
-                raise EngineBusy(f"inference queue full ({self._queue.maxsize} requests "
-                                 f"waiting)") from None
+            if self._queued >= self._max_queue:
+                raise EngineBusy(f"inference queue full ({self._max_queue} requests waiting)")
+            self._queued += 1
+            self._queue.put(request)
         return request.future
 
     def _run(self, warmup: bool) -> None:
@@ -282,8 +285,10 @@ class InferenceEngine:
         rows = self._take(first)
         deadline = time.perf_counter() + self.max_wait
         while rows < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 and self._queue.empty():  # the common case: no exception
+                break
             try:
-                remaining = deadline - time.perf_counter()
                 item = self._queue.get(timeout=remaining) if remaining > 0 else \
                     self._queue.get_nowait()
             except queue.Empty:
@@ -304,6 +309,7 @@ class InferenceEngine:
         may hang in the policy, whatever close()'s timeout and the batching window.
         """
         with self._lock:
+            self._queued -= 1
             claimed = not self._abandoned
             if claimed:
                 if not request.future.set_running_or_notify_cancel():
@@ -333,10 +339,7 @@ class InferenceEngine:
                 return
             self._closed = True
         deadline = time.monotonic() + timeout
-        # The stop sentinel, after the queued requests; a queue that stays full means the
-        # worker is stuck, so this waits no longer than the timeout.
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=max(timeout, 0))
+        self._queue.put(None)  # the stop sentinel, after the queued requests
         self._worker.join(max(deadline - time.monotonic(), 0))
         self._fail_leftovers()
         if not self._worker.is_alive():
@@ -348,7 +351,7 @@ class InferenceEngine:
         for request in stranded:
             _set_exception(request.future, EngineClosed(
                 f"the inference engine shut down while this request ran (> {timeout:.1f} s)"))
-        self._queue.put_nowait(None)  # drained above: the worker stops if it ever comes back
+        self._queue.put(None)  # drained above: the worker stops if it ever comes back
         log.warning("inference worker still busy after %.1f s; leaving it behind", timeout)
 
     def __enter__(self) -> InferenceEngine:

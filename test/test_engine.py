@@ -255,19 +255,19 @@ class _Gated(Policy):
         return np.zeros((len(batch.state), 1, 1), np.float32)
 
 
-class _GatedPutQueue(queue.Queue):
-    """A request queue whose put_nowait pauses (until `go`) after submit has checked that the
-    engine is open and before the request is queued: the window close() used to slip into."""
+class _GatedPutQueue(queue.SimpleQueue):
+    """A request queue whose put pauses (until `go`) after submit has checked that the engine
+    is open and before the request is queued: the window close() used to slip into."""
 
-    def __init__(self, maxsize: int) -> None:
-        super().__init__(maxsize)
+    def __init__(self) -> None:
+        super().__init__()
         self.paused, self.go = threading.Event(), threading.Event()
 
-    def put_nowait(self, item: object) -> None:
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         if item is not None:
             self.paused.set()
             self.go.wait(10)
-        super().put_nowait(item)
+        super().put(item, block, timeout)
 
 
 def test_a_submit_racing_close_always_resolves() -> None:
@@ -275,7 +275,7 @@ def test_a_submit_racing_close_always_resolves() -> None:
     policy.example_observation = lambda: MetaObs(state=np.zeros(1))  # warm-up waits in forward
     engine = InferenceEngine(policy)
     assert policy.entered.wait(5)
-    gated = _GatedPutQueue(64)
+    gated = _GatedPutQueue()
     engine._queue = gated  # swapped while the worker is still warming up, before its first get
     policy.release.set()
     assert engine.wait_ready(5)
