@@ -16,10 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVER_STARTED = r"Policy Server started on .*:(\d+)"
 
 
-def start_process(argv: list[str], pattern: str = SERVER_STARTED) -> tuple[subprocess.Popen, int]:
-    """Start `argv` and wait for a log line matching `pattern`; return it and the port the
-    pattern's group captured. Its output keeps being drained so it never blocks on a pipe."""
+def start_process(argv: list[str], pattern: str = SERVER_STARTED,
+                  cpus: set[int] | None = None) -> tuple[subprocess.Popen, int]:
+    """Start `argv` (on `cpus` only, when given) and wait for a log line matching `pattern`;
+    return it and the port the pattern's group captured. Its output keeps being drained so it
+    never blocks on a pipe."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if cpus is not None:  # the threads it starts later (after its imports) inherit this
+        os.sched_setaffinity(proc.pid, cpus)
     assert proc.stdout is not None
     for line in proc.stdout:
         match = re.search(pattern, line)

@@ -46,12 +46,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench_harness import run_clients, server_argv, start_process, write_result  # noqa: E402
 
+from policy_server_ros.engine import InferenceEngine, run_batch  # noqa: E402
+from policy_server_ros.policies import load_policy  # noqa: E402
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
 from socket_bridge.framing import read_frame, write_frame  # noqa: E402
 from socket_bridge.portable_pickle import dump_chunks, dumps  # noqa: E402
 from socket_bridge.reply_encoder import ReplyEncoder  # noqa: E402
-from socket_bridge.safe_unpickle import safe_loads  # noqa: E402
+from socket_bridge.safe_unpickle import _ViewReader, safe_loads  # noqa: E402
+from socket_bridge.skeleton_cache import c_loads  # noqa: E402
 from socket_bridge.wire_types import MetaObs  # noqa: E402
 
 TARGET = 1.5
@@ -198,9 +201,14 @@ def _rotated(items: list, index: int) -> list:
 
 
 def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
-    """In-process, per request case, the two steps of this work, each against what it replaced,
-    taking turns: decoding the request and the server's reply (checked pure-Python decoder vs
-    the C fast path), and PolicyClient's pickling (array data copied vs sent from the array)."""
+    """In-process, per request case, each step against what it replaced, taking turns:
+    decoding the request (checked pure-Python decoder, which a changing timestep used to get,
+    vs the fast path), decoding the server's reply (checked vs the C unpickler's fast path vs
+    the reply template), PolicyClient's pickling (array data copied vs sent from the array),
+    and handing the request to the engine's worker (submit + result vs running it inline)."""
+    policy = load_policy("builtin:zero")
+    engine = InferenceEngine(policy, max_batch=8)
+    engine.wait_ready()
     reply_batched = ReplyEncoder().encode(PolicyOutput(
         np.zeros((1, 100, 14), np.float32), batched=True, spec=ActionSpec(14, 100)))
     reply_single = ReplyEncoder().encode(PolicyOutput(
@@ -214,10 +222,13 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
             "request, checked": _Cycle(lambda d: safe_loads(d, fast_path=False), data),
             "request, fast": _Cycle(safe_loads, data),
             "reply, checked": lambda r=reply: safe_loads(r, fast_path=False),
+            "reply, C unpickler": lambda r=reply: c_loads(_ViewReader(r), _c_resolver()),
             "reply, fast": lambda r=reply: safe_loads(r),
             "reply, pickle.loads (unsafe)": lambda r=reply: pickle.loads(r),
             "pickling, copied": lambda o=obs: _copying_dump(o),
             "pickling, direct": lambda o=obs: dump_chunks(o),
+            "engine, worker": lambda o=obs: engine.submit(o).result(10),
+            "engine, inline": lambda o=obs: run_batch(policy, engine.chunk_size, [o])[0].result(),
         }
         times: dict[str, list[float]] = {name: [] for name in steps}
         for step in steps.values():
@@ -230,7 +241,15 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
         name = f"protocol {key[0]}, {key[1]} camera{'s' * (key[1] > 1)}, " \
                f"{'batched' if key[2] else 'unbatched'}"
         rows.append({"case": name, **{k: float(np.median(v) * 1e3) for k, v in times.items()}})
+    engine.close()
     return rows
+
+
+def _c_resolver() -> Callable[[str, str], object]:
+    """The fast path's restricted find_class (what the C unpickler runs with)."""
+    from socket_bridge.safe_unpickle import _FAST_RESOLVERS  # noqa: PLC0415 - private, bench
+
+    return _FAST_RESOLVERS[True]
 
 
 def _copying_dump(obj: object) -> list:
@@ -292,6 +311,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput level")
     parser.add_argument("--baseline", metavar="REV",
                         help="also measure the server of this git revision (e.g. main)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="let the OS place the processes (default: this client on one CPU, "
+                             "the servers on another)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_socket.json")
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -300,19 +322,27 @@ def main() -> int:
         return 0
     args.rounds = args.rounds or args.requests
 
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = None
+    if args.pin and len(cpus) >= 2:
+        # Unpinned, each connection's p50 flips between two modes (the two threads on one core
+        # or on two; 0.3 vs 0.6 ms for the same floor exchange), and the ratios with it.
+        os.sched_setaffinity(0, {cpus[0]})
+        server_cpus = {cpus[1]}
     procs = []
     tmp = tempfile.TemporaryDirectory(prefix="bench_socket_")
     workdir = Path(tmp.name) / "baseline"
     cases: list[Case] = []
     try:
         floor, floor_port = start_process([sys.executable, __file__, "--serve-floor"],
-                                          r"floor server on .*:(\d+)")
+                                          r"floor server on .*:(\d+)", server_cpus)
         procs.append(floor)
-        server, port = start_process(server_argv("-m", "builtin:zero"))
+        server, port = start_process(server_argv("-m", "builtin:zero"), cpus=server_cpus)
         procs.append(server)
         ports = {"floor": floor_port, "server": port}
         if args.baseline:
-            base, ports["baseline"] = start_process(baseline_server(args.baseline, workdir))
+            base, ports["baseline"] = start_process(baseline_server(args.baseline, workdir),
+                                                    cpus=server_cpus)
             procs.append(base)
         keys = [(p, k, b) for b in (True, False) for k in (1, 2) for p in (4, 5)]
         cases = [Case(key, ports) for key in keys]
@@ -349,7 +379,7 @@ def main() -> int:
         "requests_per_mode": args.requests, "rounds": args.rounds, "cases": rows,
         "target_ratio": TARGET, "server_meets_target": server_ok,
         "client_meets_target": client_ok, "steps_ms": steps, "throughput": scaling,
-        "python": platform.python_version(),
+        "pinned": server_cpus is not None, "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
     modes = list(cases[0].modes)
