@@ -267,17 +267,26 @@ class InferenceEngine:
             first = self._queue.get()
             if first is None:
                 return self._fail_leftovers()
-            requests, stop = self._gather(first)
-            try:
-                _process(self.policy, self.chunk_size, requests)
-            except Exception as exc:  # a bug here must not kill the worker and hang everyone
-                log.exception("inference engine error")
-                for request in requests:
-                    _set_exception(request.future, exc)
-            with self._lock:
-                self._running = []
+            stop = self._serve(first)
+            # Nothing of a finished request may stay referenced while the worker waits: its
+            # arrays can be views of a socket's frame buffer, which is reused only once nothing
+            # refers to it (FrameReader).
+            del first
             if stop:
                 return self._fail_leftovers()
+
+    def _serve(self, first: _Request) -> bool:
+        """Run `first` and what can be batched with it; whether the stop sentinel was taken."""
+        requests, stop = self._gather(first)
+        try:
+            _process(self.policy, self.chunk_size, requests)
+        except Exception as exc:  # a bug here must not kill the worker and hang everyone
+            log.exception("inference engine error")
+            for request in requests:
+                _set_exception(request.future, exc)
+        with self._lock:
+            self._running = []
+        return stop
 
     def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
         """`first` plus what is queued (waiting up to max_wait), within max_batch rows."""

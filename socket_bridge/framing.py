@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import time
 
 HEADER = struct.Struct(">I")
@@ -145,7 +146,11 @@ class FrameReader:
         self._buffer = bytearray()
 
     def read(self) -> memoryview:
-        """The next frame's payload; valid until the next call."""
+        """The next frame's payload. Its buffer is reused for a later frame only once nothing
+        refers to it any more (no view of the payload, or of arrays decoded from it, is alive):
+        until then, later frames get new buffers."""
+        if sys.getrefcount(self._buffer) > 2:  # self._buffer and the argument: nothing else
+            self._buffer = bytearray()
         payload = read_frame(self.sock, self.max_bytes, self.frame_timeout, self.idle_timeout,
                              self._buffer)
         if payload.obj is not self._buffer and len(payload) <= self.keep_bytes:

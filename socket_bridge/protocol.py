@@ -26,10 +26,11 @@ class ProtocolError(ValueError):
     """A frame decoded safely but is not a request of this protocol."""
 
 
-def decode_request(payload: bytes | bytearray | memoryview) -> MetaObs:
+def decode_request(payload: bytes | bytearray | memoryview, alias: bool = False) -> MetaObs:
     """Safely unpickle one request frame. Raises UnsafePickleError, ProtocolError, or the
-    unpickler's own errors for malformed bytes."""
-    obs = safe_loads(payload)
+    unpickler's own errors for malformed bytes. `alias`: see safe_loads (camera images may be
+    views of `payload`)."""
+    obs = safe_loads(payload, alias=alias)
     if type(obs) is not MetaObs:
         raise ProtocolError(f"expected a pickled benchmark.base.MetaObs, got {type(obs).__name__}")
     return obs

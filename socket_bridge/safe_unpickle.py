@@ -29,7 +29,7 @@ reply has 3,500-5,000 opcodes). A frame shaped exactly like one it already accep
 only in its array data and timestep, is decoded by CPython's C unpickler with the same
 allow-list instead (see skeleton_cache for the argument that this is the same decode, and
 test_skeleton_cache for the differential fuzzing that checks it), or, for a reply, rebuilt from
-its array bytes (reply_template).
+its array bytes (frame_templates).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from socket_bridge.reply_template import learn_template
+from socket_bridge.frame_templates import learn_template
 from socket_bridge.skeleton_cache import SkeletonCache, c_loads
 from socket_bridge.wire_types import MetaAction, MetaObs
 
@@ -529,7 +529,7 @@ def template_decodes() -> int:
 
 
 def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool = True,
-               budget: int | None = None, fast_path: bool = True) -> Any:
+               budget: int | None = None, fast_path: bool = True, alias: bool = False) -> Any:
     """Unpickle untrusted bytes, admitting only the allow-list above.
 
     Raises UnsafePickleError when the pickle names anything outside it, DecodeBudgetExceeded
@@ -539,10 +539,13 @@ def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool =
 
     A frame whose skeleton (everything but its array data and timestep) equals that of a frame
     this decoder already accepted is decoded by the C unpickler with the same allow-list; see
-    skeleton_cache for why that is the same decode, ~5-20x faster. A reply of the shapes the
-    server sends is rebuilt from its array bytes instead, ~2-3x faster again (reply_template).
-    `fast_path=False` decodes with the pure-Python unpickler only, learning nothing (for
-    comparisons).
+    skeleton_cache for why that is the same decode, ~5-20x faster. Requests and replies of the
+    shapes clients and the server send are rebuilt from their holes instead, ~2-3x faster again
+    (frame_templates). `fast_path=False` decodes with the pure-Python unpickler only, learning
+    nothing (for comparisons).
+
+    `alias=True` lets large arrays of such a rebuilt value be views of `data` (when it is
+    writable) instead of copies: only for a caller that does not reuse `data` while they live.
     """
     reader = _ViewReader(data)
     budget = decode_budget(reader.size) if budget is None else budget
@@ -556,7 +559,7 @@ def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool =
             if template is None:
                 return c_loads(reader, resolver)
             cache.rebuilt += 1
-            return template.rebuild(frame)
+            return template.rebuild(frame, alias and not reader.view.readonly)
     unpickler = _RestrictedUnpickler(reader, allow_wire_types, budget)
     result = unpickler.load()
     if fast_path and cache.wants(reader.size):

@@ -212,7 +212,9 @@ class PolicySocketServer:
                 if payload is None:
                     break
                 try:
-                    obs = decode_request(payload)
+                    # Images may be views of the frame buffer: the reader never reuses a
+                    # buffer that something still refers to.
+                    obs = decode_request(payload, alias=True)
                 except UnsafePickleError as exc:
                     log.warning("Client #%d %s: refused unsafe pickle (%s); closing connection",
                                 number, addr, exc)
@@ -223,6 +225,7 @@ class PolicySocketServer:
                     break
                 del payload
                 reply = self._infer(obs, addr, number)
+                del obs  # its images may be views of the reader's buffer: let it be reused
                 conn.settimeout(_or_none(self.config.send_timeout))
                 write_frame(conn, reply)
                 served += 1

@@ -70,7 +70,7 @@ class Skeleton:
     charged: int
     holes: list[tuple[int, int]]  # (start, end) of each hole, ascending
     misses: int = 0
-    # A faster decode than the C unpickler's for this skeleton, when reply_template has one.
+    # A faster decode than the C unpickler's for this skeleton, when frame_templates has one.
     template: Any = None
 
     def matches(self, frame: np.ndarray) -> bool:

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from socket_bridge.framing import (
+    FrameReader,
     FrameTimeout,
     FrameTooLarge,
     PeerClosed,
@@ -93,3 +94,22 @@ def test_chunked_payload_is_sent_as_one_frame(pair) -> None:
     sender.start()
     assert read_frame(b, frame_timeout=5) == b"".join(bytes(c) for c in chunks)
     sender.join()
+
+
+def test_a_buffer_is_reused_only_once_nothing_refers_to_it(pair) -> None:
+    """The server decodes camera images as views of the frame buffer (safe_loads alias): a
+    frame must never land in a buffer that such a view still shows."""
+    import numpy as np
+
+    a, b = pair
+    reader = FrameReader(b, frame_timeout=5)
+    for fill in (1, 2, 3):
+        write_frame(a, bytes([fill]) * 1000)
+    image = np.frombuffer(reader.read(), np.uint8)  # a view, as an aliased image is
+    second = reader.read()
+    assert second.obj is not image.base.obj and set(image.tolist()) == {1}
+    held = id(second.obj)  # the reader keeps it alive: the id stays its own
+    del second
+    third = reader.read()  # nothing refers to the second buffer any more: reused
+    assert id(third.obj) == held and set(bytes(third)) == {3}
+    assert set(image.tolist()) == {1}

@@ -1,5 +1,5 @@
-"""Replies rebuilt from their array bytes (reply_template): the same value as the unpickler's,
-for the shapes the server sends, and nothing else is rebuilt."""
+"""Requests and replies rebuilt from their holes (frame_templates): the same value as the
+unpickler's, for the shapes clients and the server send, and nothing else is rebuilt."""
 
 from __future__ import annotations
 
@@ -61,8 +61,10 @@ def _shared_array_reply(seed: int) -> bytes:
                  id="arrays of two dtypes"),
     pytest.param([dumps([MetaAction(action=np.full(4, s, np.float32), ctrl_space=b"ee")])
                   for s in range(3)], id="a bytes field"),
-    pytest.param([dumps(MetaObs(state=np.full(14, s, np.float32), timestep=s))
-                  for s in range(3)], id="a request"),
+    pytest.param([dumps(MetaObs(state=np.full(14, s, np.float32), raw_lang=[b"x"]))
+                  for s in range(3)], id="a request holding a list"),
+    pytest.param([dumps(MetaObs(state=np.full(3, s, np.uint8))) for s in range(3)],
+                 id="a request with an array under 4 bytes"),
 ])
 def test_other_shapes_keep_the_c_unpickler(frames: list[bytes]) -> None:
     safe_loads(frames[0])
@@ -90,3 +92,48 @@ def test_changed_array_bytes_rebuild_like_the_checked_decoder() -> None:
         data = mutated.tobytes()
         assert _same(safe_loads(data), safe_loads(data, fast_path=False))
     assert template_decodes() == rebuilt + 50
+
+
+def _request(protocol: int | str, form: str, t: int, size: tuple[int, int] = (48, 64)) -> bytes:
+    """One client's request of control step `t`: ILStudio's (batched, timestep np.array([[t]]))
+    or the guide's (unbatched, timestep=t), pickled as that client does."""
+    rng = np.random.default_rng(0)
+    lead = (1,) if form == "array" else ()
+    obs = MetaObs(state=rng.uniform(-1, 1, (*lead, 14)).astype(np.float32),
+                  image=rng.integers(0, 256, (*lead, 2, 3, *size), dtype=np.uint8),
+                  raw_lang="pick up the cube",
+                  timestep=np.array([[t]]) if form == "array" else t)
+    return dumps(obs) if protocol == "portable" else pickle.dumps(obs, protocol=protocol)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5, "portable"])
+@pytest.mark.parametrize("form", ["int", "array"])
+def test_a_learned_request_is_rebuilt_as_the_unpickler_decodes_it(protocol: int | str,
+                                                                   form: str) -> None:
+    safe_loads(_request(protocol, form, 7))
+    rebuilt = template_decodes()
+    # Timesteps across the int opcodes' ranges: the opcode (and so the skeleton) changes at
+    # 256 and 65536, and -1 is the signed BININT.
+    steps = [0, 1, 255, 256, 65535, 65536, 2**31 - 1, -1, -(2**31)]
+    for t in steps:
+        data = _request(protocol, form, t)
+        safe_loads(data)  # learns each opcode's skeleton once
+        decoded = safe_loads(data)
+        assert np.array_equal(decoded.timestep, t if form == "int" else [[t]])
+        assert _same(decoded, safe_loads(data, fast_path=False))
+    if protocol != 2:  # protocol 2 writes bytes as latin-1 text: no holes, no template
+        assert template_decodes() >= rebuilt + len(steps)
+
+
+def test_aliased_images_are_views_of_a_writable_frame_only() -> None:
+    safe_loads(_request(4, "array", 0, (480, 640)))
+    frame = bytearray(_request(4, "array", 50, (480, 640)))
+    aliased = safe_loads(frame, alias=True)
+    assert np.shares_memory(aliased.image, np.frombuffer(frame, np.uint8))
+    assert not np.shares_memory(aliased.state, np.frombuffer(frame, np.uint8))  # small: copied
+    copied = safe_loads(frame)
+    assert not np.shares_memory(copied.image, np.frombuffer(frame, np.uint8))
+    from_bytes = safe_loads(bytes(frame), alias=True)  # read-only input: copies, writable
+    assert from_bytes.image.flags.writeable
+    for decoded in (aliased, copied, from_bytes):
+        assert _same(decoded, safe_loads(bytes(frame), fast_path=False))
