@@ -46,6 +46,9 @@ _MARKER = np.dtype("<u4")
 # Arrays at least this large are views of an aliasable frame (smaller ones are copied: a copy
 # is cheaper than a view's bookkeeping, and keeps them aligned).
 ALIAS_MIN_BYTES = 64 << 10
+# Replies with more array bytes than this are not rebuilt (a 100-step reply has 5.6 kB, a batch
+# of 8 45 kB): a hostile frame must not make us build a huge gather index.
+MAX_GATHER_BYTES = 1 << 20
 
 
 class ReplyTemplate:
@@ -110,7 +113,7 @@ class RequestTemplate:
 
 
 def learn_template(holes: list[tuple[int, int]], frame: bytes | memoryview,
-                   decode: Callable[[bytes], Any]) -> ReplyTemplate | RequestTemplate | None:
+                   decode: Callable[[bytearray], Any]) -> ReplyTemplate | RequestTemplate | None:
     """A template for frames of this skeleton (`holes` of `frame`, an accepted frame), or None.
     `decode` decodes a frame of the same skeleton (the C fast path)."""
     if not holes:
@@ -119,17 +122,17 @@ def learn_template(holes: list[tuple[int, int]], frame: bytes | memoryview,
     for number, (start, end) in enumerate(holes):
         marked[start:end] = _marker(number, end - start)
     try:
-        value = decode(bytes(marked))
+        value = decode(marked)
         if type(value) is list:
             template = _reply_template(holes, value)
         elif type(value) in _WIRE_TYPES:
             template = _request_template(holes, marked, value, decode)
         else:
             return None
-    except Exception:
-        return None
-    marked_frame = np.frombuffer(bytes(marked), np.uint8)
-    if template is None or not _equal(template.rebuild(marked_frame), value):
+        if template is None or not _equal(template.rebuild(np.frombuffer(marked, np.uint8)),
+                                          value):
+            return None
+    except Exception:  # a frame this model does not follow: the C unpickler decodes it
         return None
     return template
 
@@ -139,6 +142,8 @@ def _reply_template(holes: list[tuple[int, int]], value: list) -> ReplyTemplate 
     if found is None:
         return None
     entries, arrays, batch = found
+    if sum(end - start for start, end in holes) > MAX_GATHER_BYTES:
+        return None  # its gather index (8 bytes per byte) would outweigh the gain
     order = [_hole_of(array, holes) for array in arrays]
     first = arrays[0] if arrays else None
     if (first is None or sorted(order) != list(range(len(holes)))
@@ -149,7 +154,7 @@ def _reply_template(holes: list[tuple[int, int]], value: list) -> ReplyTemplate 
 
 
 def _request_template(holes: list[tuple[int, int]], marked: bytearray, value: Any,
-                      decode: Callable[[bytes], Any]) -> RequestTemplate | None:
+                      decode: Callable[[bytearray], Any]) -> RequestTemplate | None:
     fields: dict = {}
     arrays = []
     used = set()
@@ -174,7 +179,7 @@ def _request_template(holes: list[tuple[int, int]], marked: bytearray, value: An
     start, end = left[0]
     probe = bytearray(marked)
     probe[start:end] = b"\xff" * (end - start)
-    read = vars(decode(bytes(probe))).get("timestep")
+    read = vars(decode(probe)).get("timestep")
     signed = type(read) is int and read < 0
     if read != int.from_bytes(b"\xff" * (end - start), "little", signed=signed):
         return None

@@ -67,7 +67,7 @@ def free_values(ops: list[tuple[Any, Any, int]], raw: bytes) -> list[tuple[int, 
     given its `pickletools.genops` list. [] when the model cannot follow the frame."""
     try:
         leaves = _run(ops, raw)
-    except (_Unsupported, IndexError, KeyError):
+    except Exception:  # _Unsupported, or a stack this model does not follow: no free values
         return []
     return [leaf.span for leaf in leaves if leaf.span is not None and _is_free(leaf)]
 
