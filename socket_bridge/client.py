@@ -17,8 +17,8 @@ from typing import Any
 
 from socket_bridge import auth
 from socket_bridge.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, read_frame, write_frame
-from socket_bridge.portable_pickle import dump_chunks
 from socket_bridge.protocol import decode_reply
+from socket_bridge.request_encoder import RequestEncoder
 from socket_bridge.wire_types import MetaObs
 
 log = logging.getLogger("policy_server_ros.client")
@@ -53,6 +53,7 @@ class PolicyClient:
             auth_token = auth_token.encode()
         self.auth_token = auth_token if auth_token is not None else auth.load_token()
         self._sock: socket.socket | None = None
+        self._encoder = RequestEncoder()
 
     @property
     def connected(self) -> bool:
@@ -105,7 +106,7 @@ class PolicyClient:
         When the connection was lost since the last request, reconnects once first. A connection
         lost during the request is raised, not retried: the server may have acted on it.
         """
-        payload = dump_chunks(obs)
+        payload = self._encoder.encode(obs)
         if self._sock is not None and self._closed_by_peer(self._sock):
             log.info("server closed the connection since the last request; reconnecting")
             self.disconnect()

@@ -25,7 +25,7 @@ _PORTABLE_SCALAR_KINDS = "biufc"  # bool, int, uint, float, complex: exact round
 
 # The C pickler writes a byte string of at least this size (its FRAME_SIZE_TARGET) to the file
 # as the object itself, outside its frames: such array data can be sent from the array's memory.
-_DIRECT_BYTES = 64 * 1024
+DIRECT_BYTES = 64 * 1024
 # Stand-ins for large array data, by size: a few distinct objects per size, since the pickler's
 # memo would write a repeated object as a reference. Only their identity is used, never content.
 _placeholders: dict[int, list[bytes]] = {}
@@ -51,7 +51,7 @@ class _PortablePickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is np.ndarray:
-            if obj.nbytes >= _DIRECT_BYTES and obj.flags.c_contiguous and not obj.dtype.hasobject:
+            if obj.nbytes >= DIRECT_BYTES and obj.flags.c_contiguous and not obj.dtype.hasobject:
                 # numpy's own state, (1, shape, dtype, is_fortran, data), without copying the
                 # data into a bytes object (0.9 MB per camera): dump_chunks sends the array.
                 index = self._used.get(obj.nbytes, 0)
