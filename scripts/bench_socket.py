@@ -6,7 +6,8 @@
 
 Measures, in one run, on 127.0.0.1, for each request case (pickle protocol 4 and 5, 1 and 2
 cameras of 3x480x640 uint8, batched state (1, 14) float32 / image (1, K, ...) as ILStudio's clients
-send, and unbatched state (14,) float64 / image (K, ...) as the guide's example):
+send, and unbatched state (14,) float64 / image (K, ...) as the guide's example; each request with
+the next timestep, as both send it: np.array([[t]]) and the int t):
   * floor: a raw server (separate process, same framing, one reused buffer) that reads the
     request and answers with as many bytes as this server's reply to it, without decoding
     anything. (The earlier floor echoed the whole ~0.9 MB request back, which doubled its work
@@ -17,9 +18,11 @@ send, and unbatched state (14,) float64 / image (K, ...) as the guide's example)
   * raw client: pre-pickled bytes in, reply bytes out, no decoding: the I/O of the exchange that
     PolicyClient makes (its own portable protocol-4 pickle of the same observation);
   * PolicyClient: the same exchange with its pickling and its safe decoding of the reply.
-Every mode of every case takes turns in `--rounds` blocks, so drift (other load, CPU placement)
-hits all alike; the ratios compare p50s from the same run. Targets: server / floor <= 1.5 and
-PolicyClient / raw client <= 1.5. Then throughput of the server with 1, 4 and 16 clients.
+Every mode of every case takes turns in `--rounds` blocks, so drift (other load) hits all
+alike; the ratios compare p50s from the same run. This process runs on one CPU and the servers
+on another (`--no-pin` leaves placement to the OS, and then each connection's p50 flips between
+two modes). Targets: server / floor <= 1.5 and PolicyClient / raw client <= 1.5. Then
+throughput of the server with 1, 4 and 16 clients.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from socket_bridge.client import PolicyClient  # noqa: E402
 from socket_bridge.framing import read_frame, write_frame  # noqa: E402
 from socket_bridge.portable_pickle import dump_chunks, dumps  # noqa: E402
 from socket_bridge.reply_encoder import ReplyEncoder  # noqa: E402
+from socket_bridge.request_encoder import RequestEncoder  # noqa: E402
 from socket_bridge.safe_unpickle import _ViewReader, safe_loads  # noqa: E402
 from socket_bridge.skeleton_cache import c_loads  # noqa: E402
 from socket_bridge.wire_types import MetaObs  # noqa: E402
@@ -204,8 +208,9 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
     """In-process, per request case, each step against what it replaced, taking turns:
     decoding the request (checked pure-Python decoder, which a changing timestep used to get,
     vs the fast path), decoding the server's reply (checked vs the C unpickler's fast path vs
-    the reply template), PolicyClient's pickling (array data copied vs sent from the array),
-    and handing the request to the engine's worker (submit + result vs running it inline)."""
+    the reply template), PolicyClient's pickling (array data copied vs sent from the array vs
+    its request template), and handing the request to the engine's worker (submit + result vs
+    running it inline, which the server does not do: the worker owns the model)."""
     policy = load_policy("builtin:zero")
     engine = InferenceEngine(policy, max_batch=8)
     engine.wait_ready()
@@ -216,6 +221,7 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
     rows = []
     for key in keys:
         obs = request(key)
+        encoder = RequestEncoder()
         data = [pickle.dumps(o, protocol=key[0]) for o in requests(key)]
         reply = bytes(reply_batched if key[2] else reply_single)
         steps = {
@@ -227,6 +233,7 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
             "reply, pickle.loads (unsafe)": lambda r=reply: pickle.loads(r),
             "pickling, copied": lambda o=obs: _copying_dump(o),
             "pickling, direct": lambda o=obs: dump_chunks(o),
+            "pickling, template": _Cycle(encoder.encode, requests(key)),
             "engine, worker": lambda o=obs: engine.submit(o).result(10),
             "engine, inline": lambda o=obs: run_batch(policy, engine.chunk_size, [o])[0].result(),
         }
