@@ -220,8 +220,8 @@ class InferenceEngine:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1e3
         self.warmup_ms: float | None = None
-        # SimpleQueue (C) wakes the worker ~2x faster than queue.Queue; its bound is `_queued`,
-        # counted under `_lock` by submit and _take.
+        # SimpleQueue (C): a cheaper hand-off than queue.Queue (~15% of submit-to-result for
+        # builtin:zero here); its bound is `_queued`, counted under `_lock` by submit and _take.
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._max_queue = max_queue
         self._queued = 0

@@ -28,8 +28,8 @@ Speed: the checks above run in the pure-Python unpickler, ~0.3-1 us per opcode (
 reply has 3,500-5,000 opcodes). A frame shaped exactly like one it already accepted, differing
 only in its array data and timestep, is decoded by CPython's C unpickler with the same
 allow-list instead (see skeleton_cache for the argument that this is the same decode, and
-test_skeleton_cache for the differential fuzzing that checks it), or, for a reply, rebuilt from
-its array bytes (frame_templates).
+test_skeleton_cache for the differential fuzzing that checks it), or, for the requests and
+replies clients and the server send, rebuilt from its holes (frame_templates).
 """
 
 from __future__ import annotations
@@ -518,13 +518,13 @@ _SKELETONS = {True: SkeletonCache(), False: SkeletonCache()}
 
 
 def fast_decodes() -> int:
-    """How many frames the fast path (the C unpickler or a reply template) has decoded in this
+    """How many frames the fast path (the C unpickler or a frame template) has decoded in this
     process (statistics, tests)."""
     return sum(cache.hits for cache in _SKELETONS.values())
 
 
 def template_decodes() -> int:
-    """How many of those a reply template rebuilt (statistics, tests)."""
+    """How many of those a frame template rebuilt (statistics, tests)."""
     return sum(cache.rebuilt for cache in _SKELETONS.values())
 
 

@@ -112,7 +112,7 @@ class SkeletonCache:
         self._by_size: dict[int, Skeleton] = {}
         self._lock = threading.Lock()
         self.hits = 0  # frames found to match (approximate under concurrency: statistics only)
-        self.rebuilt = 0  # of those, rebuilt from a reply template (statistics too)
+        self.rebuilt = 0  # of those, rebuilt from a frame template (statistics too)
 
     def find(self, frame: np.ndarray, budget: int) -> Skeleton | None:
         """The accepted skeleton `frame` matches, if its decode fits `budget`."""

@@ -303,3 +303,44 @@ def test_soak_every_reply_answers_its_own_request(small_act_path: Path) -> None:
         engine.close()
     assert errors == [] and served == 800 and server.requests_served == 800
     assert _rss_mib() - rss_start < 100
+
+
+class _Holding(Policy):
+    """Holds an observation whose state[0] is 1 until released, then reports whether its image
+    changed meanwhile (the server decodes images as views of its receive buffer)."""
+
+    spec = ActionSpec(action_dim=2, chunk_size=3)
+
+    def __init__(self) -> None:
+        self.release, self.entered = threading.Event(), threading.Event()
+        self.changed: bool | None = None
+
+    def forward(self, batch: MetaObs) -> np.ndarray:
+        if batch.state[0, 0] == 1:
+            before = batch.image.copy()
+            self.entered.set()
+            self.release.wait(10)
+            self.changed = not np.array_equal(before, batch.image)
+        return np.ones((len(batch.image), 3, 2), np.float32)
+
+
+def test_a_request_still_running_keeps_its_image_when_the_next_frame_arrives() -> None:
+    """A request times out while the policy holds its image (a view of the frame buffer); the
+    client's next frame must land in another buffer."""
+    policy = _Holding()
+
+    def obs(hold: int, fill: int) -> MetaObs:  # one skeleton for all: only array bytes differ
+        return MetaObs(state=np.array([float(hold), 0.0]),
+                       image=np.full((1, 3, 480, 640), fill, np.uint8))  # 0.9 MB: aliased
+
+    with running_server(policy, inference_timeout=0.3) as server, \
+            PolicyClient(*server.address) as client:
+        assert len(client.send_meta_obs(obs(0, 0))) == 3  # the skeleton and template learned
+        assert client.send_meta_obs(obs(1, 1)) == []  # held past the timeout
+        assert policy.entered.wait(5)
+        sender = threading.Thread(target=client.send_meta_obs, args=(obs(0, 2),))
+        sender.start()  # its frame arrives while the held request still has its image
+        time.sleep(0.5)
+        policy.release.set()
+        sender.join(10)
+    assert policy.changed is False
