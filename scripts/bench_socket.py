@@ -28,6 +28,7 @@ throughput of the server with 1, 4 and 16 clients.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import platform
@@ -95,6 +96,74 @@ def serve_floor() -> None:
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def serve_profiled() -> None:
+    """Child-process mode: this project's server (builtin:zero) with each stage of a request
+    timed; on end of stdin it prints the p50 of each stage in microseconds, as JSON."""
+    from policy_server_ros.policies import load_policy  # noqa: PLC0415
+    from socket_bridge import server as srv  # noqa: PLC0415
+
+    stages: dict[str, list[float]] = {"decode": [], "engine (submit to reply bytes)": [],
+                                      "send reply": [], "after the frame is in": []}
+    clock = time.perf_counter
+    read_request, infer = srv.PolicySocketServer._read_request, srv.PolicySocketServer._infer
+    decode, write = srv.decode_request, srv.write_frame
+    frame_in = [0.0]
+
+    def timed(name: str, call: Callable, *args: object, **kwargs: object) -> object:
+        start = clock()
+        result = call(*args, **kwargs)
+        stages[name].append(clock() - start)
+        return result
+
+    def timed_read(self: object, *args: object) -> object:
+        payload = read_request(self, *args)
+        frame_in[0] = clock()
+        return payload
+
+    def timed_write(*args: object) -> None:
+        timed("send reply", write, *args)
+        stages["after the frame is in"].append(clock() - frame_in[0])
+
+    srv.PolicySocketServer._read_request = timed_read
+    srv.PolicySocketServer._infer = lambda self, *a: timed("engine (submit to reply bytes)",
+                                                           infer, self, *a)
+    srv.decode_request = lambda *a, **k: timed("decode", decode, *a, **k)
+    srv.write_frame = timed_write
+    engine = InferenceEngine(load_policy("builtin:zero"), max_batch=8)
+    engine.wait_ready()
+    server = srv.PolicySocketServer(engine, srv.ServerConfig(host="127.0.0.1", port=0))
+    server.start()
+    print(f"profiled server on 127.0.0.1:{server.address[1]}", flush=True)
+    sys.stdin.read()
+    server.stop()
+    engine.close()
+    skip = 50  # the first requests learn skeletons and templates
+    print(json.dumps({name: float(np.median(v[skip:]) * 1e6) for name, v in stages.items()}),
+          flush=True)
+
+
+def server_stages(key: tuple[int, int, bool], count: int, cpus: set[int] | None) -> dict:
+    """Where the server's time goes for one request case: the profiled server's stage p50s
+    (microseconds), with the same pinning as the rest of the run."""
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-profiled"], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    if cpus is not None:
+        os.sched_setaffinity(proc.pid, cpus)
+    port = int(proc.stdout.readline().rsplit(":", 1)[1])
+    payloads = [pickle.dumps(obs, protocol=key[0]) for obs in requests(key)]
+    trips = []
+    with _connect(port) as sock:
+        for index in range(count + 50):
+            start = time.perf_counter()
+            _raw_exchange(sock, payloads[index % len(payloads)])
+            trips.append(time.perf_counter() - start)
+    proc.stdin.close()
+    result = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    proc.wait(10)
+    return {"round trip": float(np.median(trips[50:]) * 1e6), **result}
 
 
 def _connect(port: int) -> socket.socket:
@@ -323,9 +392,13 @@ def main() -> int:
                              "the servers on another)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_socket.json")
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-profiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
         serve_floor()
+        return 0
+    if args.serve_profiled:
+        serve_profiled()
         return 0
     args.rounds = args.rounds or args.requests
 
@@ -355,6 +428,8 @@ def main() -> int:
         cases = [Case(key, ports) for key in keys]
         run_rounds(cases, args.requests, args.warmup, args.rounds)
         steps = decode_steps(keys, max(50, args.requests // 2))
+        stages = [{"case": case.name, **server_stages(key, args.requests, server_cpus)}
+                  for case, key in zip(cases, keys, strict=True) if key[1] == 1]
         main_payload = pickle.dumps(request(keys[0], 50), protocol=4)
         scaling = [throughput(port, main_payload, n, args.seconds) for n in (1, 4, 16)]
     finally:
@@ -385,7 +460,8 @@ def main() -> int:
         "policy": "builtin:zero (100 x 14 actions)", "baseline": args.baseline,
         "requests_per_mode": args.requests, "rounds": args.rounds, "cases": rows,
         "target_ratio": TARGET, "server_meets_target": server_ok,
-        "client_meets_target": client_ok, "steps_ms": steps, "throughput": scaling,
+        "client_meets_target": client_ok, "steps_ms": steps, "server_stages_us": stages,
+        "throughput": scaling,
         "pinned": server_cpus is not None, "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
@@ -410,6 +486,11 @@ def main() -> int:
     for row in steps:
         print(f"{row['case']:<36}" + "".join(f"{row[n]:>{max(12, len(n) + 2)}.3f}"
                                              for n in names))
+    print("where the server's time goes (p50 us; its stages timed inside the server process)")
+    names = [k for k in stages[0] if k != "case"]
+    print(f"{'case':<36}" + "".join(f"{n:>{len(n) + 2}}" for n in names))
+    for row in stages:
+        print(f"{row['case']:<36}" + "".join(f"{row[n]:>{len(n) + 2}.1f}" for n in names))
     print(f"{'clients':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}   ({cases[0].name})")
     for row in scaling:
         print(f"{row['clients']:<10}{row['req_per_s']:>10.1f}{row['p50_ms']:>9.3f}"
