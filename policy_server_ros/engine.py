@@ -43,7 +43,7 @@ class BackendUnavailable(RuntimeError):
 
 @dataclass
 class _Request:
-    obs: MetaObs
+    obs: MetaObs | None  # None once answered
     future: Future
     received: float
     batch: MetaObs | None = None  # validated, batched form
@@ -194,13 +194,18 @@ def _run_group(policy: Policy, chunk_size: int, group: list[_Request]) -> None:
     actions = actions[:, :chunk_size].astype(np.float32, copy=False)
     timings = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
                "postprocess": (t3 - t2) * 1e3, "batch_size": float(rows)}
+    sizes = [request.size for request in group]
+    # The observations' arrays can be views of a socket's receive buffer, which is reused only
+    # once nothing refers to it (FrameReader): let go of them before anyone sees the result.
+    del inputs, raw
     start = 0
-    for request in group:
-        stop = start + request.size
-        _set_result(request.future, PolicyOutput(
-            actions=actions[start:stop], batched=request.batched, spec=spec,
-            timings_ms={"queue": (t0 - request.received) * 1e3, **timings}))
-        start = stop
+    for request, size in zip(group, sizes, strict=True):
+        request.obs = request.batch = None
+        output = PolicyOutput(actions=actions[start:start + size], batched=request.batched,
+                              spec=spec, timings_ms={"queue": (t0 - request.received) * 1e3,
+                                                     **timings})
+        _set_result(request.future, output)
+        start += size
 
 
 class InferenceEngine:
@@ -268,10 +273,7 @@ class InferenceEngine:
             if first is None:
                 return self._fail_leftovers()
             stop = self._serve(first)
-            # Nothing of a finished request may stay referenced while the worker waits: its
-            # arrays can be views of a socket's frame buffer, which is reused only once nothing
-            # refers to it (FrameReader).
-            del first
+            del first  # a failed request still holds its observation (see _run_group)
             if stop:
                 return self._fail_leftovers()
 

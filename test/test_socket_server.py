@@ -268,3 +268,32 @@ def test_a_request_the_engine_refuses_gets_one_log_line_and_no_traceback(caplog)
     refused = [r for r in caplog.records if "request not run" in r.getMessage()]
     assert len(refused) == 2 and "inference engine is shut down" in refused[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records), "a traceback was logged"
+
+
+def test_a_real_policy_leaves_the_receive_buffer_free_for_the_next_frame(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Camera images are views of the connection's receive buffer (safe_loads alias). Once a
+    request is answered nothing may keep them (engine, policy, server), or every frame would
+    get a fresh 1 MB buffer: with a small real ACT, 1 allocation in 12 frames."""
+    from act_fixtures import small_checkpoint
+
+    from policy_server_ros.policies import LoadOptions, load_policy
+    from socket_bridge import framing
+
+    buffers: list[int] = []
+    read = framing.FrameReader.read
+
+    def counting(self: framing.FrameReader) -> memoryview:
+        payload = read(self)
+        buffers.append(id(payload.obj))  # an id: holding the buffer would defeat its reuse
+        return payload
+
+    monkeypatch.setattr(framing.FrameReader, "read", counting)
+    policy = load_policy(small_checkpoint(tmp_path / "act"), LoadOptions(device="cpu"))
+    rng = np.random.default_rng(0)
+    with running_server(policy) as server, PolicyClient(*server.address) as client:
+        for t in range(12):
+            obs = MetaObs(state=rng.normal(size=14), timestep=t,
+                          image=rng.integers(0, 256, (1, 3, 480, 640), dtype=np.uint8))
+            assert len(client.send_meta_obs(obs)) > 0
+    assert len(buffers) == 12 and len(set(buffers)) == 1
