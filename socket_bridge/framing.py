@@ -133,6 +133,8 @@ class FrameReader:
     A fresh 1 MB buffer per request costs more than the rest of a request (allocation, zeroing,
     page faults). Buffers up to `keep_bytes` are kept between frames; a rare larger frame gets a
     buffer of its own that is dropped afterwards, so an idle connection holds at most that much.
+    Decoded camera images may be views of the buffer (safe_loads alias), so it is reused only
+    once nothing refers to it.
     """
 
     def __init__(self, sock: socket.socket, max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
