@@ -27,8 +27,9 @@ spans, which leaves the frame with the long byte-string holes alone, as before.
 
 from __future__ import annotations
 
-import _compat_pickle
 from typing import Any
+
+from socket_bridge.pickle_names import python3_name
 
 _NUMPY = ("numpy.core.multiarray", "numpy._core.multiarray")
 _ARRAY_FACTORIES = {*((path, "_reconstruct") for path in _NUMPY), ("numpy", "empty")}
@@ -111,7 +112,7 @@ def _run(ops: list[tuple[Any, Any, int]], raw: bytes) -> list[_Node]:
                 consume(name_node, "global")
                 consume(module_node, "global")
                 module, qualname = module_node.value, name_node.value
-            stack.append(_Node("global", _resolve_name(module, qualname)))
+            stack.append(_Node("global", python3_name(module, qualname)))
         elif name in ("EMPTY_TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "TUPLE"):
             count = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(name)
             items = pop_mark() if count is None else [stack.pop() for _ in range(count)][::-1]
@@ -163,12 +164,6 @@ def _payload(name: str, arg: Any, pos: int, raw: bytes) -> tuple[int, int] | Non
         size = {"BININT1": 1, "BININT2": 2, "BININT": 4}.get(name)
         return start, start + (raw[pos + 1] if size is None else size)
     return None
-
-
-def _resolve_name(module: str, name: str) -> tuple[str, str]:
-    # The safe decoder's resolver maps protocol 0-2's Python 2 names the same way.
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def _only_use(node: _Node) -> tuple[str, _Node | None, Any] | None:

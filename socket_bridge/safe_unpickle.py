@@ -34,7 +34,6 @@ replies clients and the server send, rebuilt from its holes (frame_templates).
 
 from __future__ import annotations
 
-import _compat_pickle
 import math
 import pickle
 import re
@@ -46,6 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from socket_bridge.frame_templates import learn_template
+from socket_bridge.pickle_names import python3_name
 from socket_bridge.skeleton_cache import SkeletonCache, c_loads
 from socket_bridge.wire_types import MetaAction, MetaObs
 
@@ -348,9 +348,7 @@ class _Constructors:
     def resolve(self, allowed: dict[tuple[str, str], Any], module: str, name: str) -> Any:
         """The allow-list's object for module.name (charged entries bound to self), or
         UnsafePickleError: nothing outside the allow-list is ever imported or called."""
-        # Protocols 0-2 write Python 2 names (__builtin__.set, copy_reg._reconstructor).
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        module, name = python3_name(module, name)
         try:
             found = allowed[(module, name)]
         except KeyError:
@@ -503,8 +501,7 @@ class _FastResolver:
         self._allowed = _fast_allow_list(allowed)
 
     def __call__(self, module: str, name: str) -> Any:
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        module, name = python3_name(module, name)
         try:
             return self._allowed[(module, name)]
         except KeyError:
