@@ -1,11 +1,15 @@
 """The inference engine: the one place that runs the policy.
 
-One worker thread owns the policy (and, for torch policies, the device). Socket handlers and ROS
-callbacks call `submit(obs)` and get a Future; they never call the model themselves, so model
-calls are never concurrent. Requests that are waiting when the worker becomes free are batched
-into one forward pass (up to `max_batch` observations, optionally waiting `max_wait_ms` for more).
-A failing request fails only its own future, and every future resolves (result, error or
-cancellation) whatever the interleaving of `submit`, the worker and `close`.
+One worker thread owns the policy (and, for torch policies on an accelerator, the device).
+Socket handlers and ROS callbacks call `submit(obs)` and get a Future. Requests that are waiting
+when the worker becomes free are batched into one forward pass (up to `max_batch` observations,
+optionally waiting `max_wait_ms` for more). A failing request fails only its own future, and
+every future resolves (result, error or cancellation) whatever the interleaving of `submit`,
+the worker and `close`.
+
+A caller that finds the engine idle may instead run its request on its own thread (`run_here`):
+the hand-off to the worker and back costs two thread switches, a large share of a request to a
+fast policy. Model calls are never concurrent either way: whoever runs the model holds `_model`.
 """
 
 from __future__ import annotations
@@ -177,33 +181,38 @@ def _process(policy: Policy, chunk_size: int, requests: list[_Request]) -> None:
                         _set_exception(request.future, single_exc)
 
 
-def _run_group(policy: Policy, chunk_size: int, group: list[_Request]) -> None:
+def _predict(policy: Policy, chunk_size: int, batch: MetaObs,
+             rows: int) -> tuple[np.ndarray, dict[str, float]]:
+    """The policy's actions for `batch` of `rows` observations, (rows, chunk_size, A) float32,
+    and the pass's timings (ms). Its inputs are let go of on return: the observations' arrays
+    can be views of a socket's receive buffer, reused only once nothing refers to it."""
     t0 = time.perf_counter()
-    inputs = policy.preprocess(_stack(group))
+    inputs = policy.preprocess(batch)
     t1 = time.perf_counter()
     raw = policy.forward(inputs)
     t2 = time.perf_counter()
     actions = np.asarray(policy.postprocess(raw))
     t3 = time.perf_counter()
     spec = policy.spec
-    rows = sum(r.size for r in group)
     expected = (rows, spec.chunk_size, spec.action_dim)
     if actions.shape != expected:
         raise RuntimeError(f"policy returned actions of shape {actions.shape}, "
                            f"expected {expected}")
-    actions = actions[:, :chunk_size].astype(np.float32, copy=False)
-    timings = {"preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
-               "postprocess": (t3 - t2) * 1e3, "batch_size": float(rows)}
+    return actions[:, :chunk_size].astype(np.float32, copy=False), {
+        "preprocess": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
+        "postprocess": (t3 - t2) * 1e3, "batch_size": float(rows)}
+
+
+def _run_group(policy: Policy, chunk_size: int, group: list[_Request]) -> None:
+    started = time.perf_counter()
     sizes = [request.size for request in group]
-    # The observations' arrays can be views of a socket's receive buffer, which is reused only
-    # once nothing refers to it (FrameReader): let go of them before anyone sees the result.
-    del inputs, raw
+    actions, timings = _predict(policy, chunk_size, _stack(group), sum(sizes))
     start = 0
     for request, size in zip(group, sizes, strict=True):
-        request.obs = request.batch = None
+        request.obs = request.batch = None  # before anyone sees the result (see _predict)
         output = PolicyOutput(actions=actions[start:start + size], batched=request.batched,
-                              spec=spec, timings_ms={"queue": (t0 - request.received) * 1e3,
-                                                     **timings})
+                              spec=policy.spec, timings_ms={
+                                  "queue": (started - request.received) * 1e3, **timings})
         _set_result(request.future, output)
         start += size
 
@@ -213,7 +222,8 @@ class InferenceEngine:
 
     max_batch: most observations per forward pass (1 disables batching);
     max_wait_ms: how long a batch may wait for more requests (0: only what is already queued,
-    so a lone client never waits); warmup: run the policy's example observation once at start.
+    so a lone client never waits, and `run_here` may run a request on its caller's thread);
+    warmup: run the policy's example observation once at start.
     """
 
     def __init__(self, policy: Policy, *, chunk_size: int = 0, max_batch: int = 8,
@@ -237,6 +247,11 @@ class InferenceEngine:
         self._closed = False
         self._abandoned = False  # close() timed out and failed the worker's requests itself
         self._running: list[_Request] = []  # taken by the worker and not yet finished
+        # Held by whoever runs the model: the worker (warm-up, each batch) or a run_here caller.
+        self._model = threading.Lock()
+        # A batching window is a promise to wait for company; and an accelerator's handles
+        # belong to the worker thread (Policy.worker_thread_only).
+        self._caller_may_run = max_wait_ms == 0 and not policy.worker_thread_only
         self._ready = threading.Event()
         self._worker = threading.Thread(target=self._run, args=(warmup,), name="inference-engine",
                                         daemon=True)
@@ -264,9 +279,32 @@ class InferenceEngine:
             self._queue.put(request)
         return request.future
 
+    def run_here(self, obs: MetaObs) -> PolicyOutput | None:
+        """Run one observation on the calling thread, when the engine is idle (nothing queued,
+        the model free, no batching window) and the policy may run off the worker; None when
+        it may not: then `submit` it. Raises what the request fails with (a bad observation,
+        the policy's error) and EngineClosed after `close`. Unlike a Future, this cannot be
+        abandoned at a timeout: the caller waits for the policy (the socket server answers []
+        at its inference timeout meanwhile)."""
+        # _running: the worker has taken requests and waits for the model: it goes first.
+        if not self._caller_may_run or self._queued or self._running or \
+                not self._model.acquire(blocking=False):
+            return None
+        try:
+            if self._closed:
+                raise EngineClosed("the inference engine is shut down")
+            batch, batched = as_batch(obs)
+            actions, timings = _predict(self.policy, self.chunk_size, batch,
+                                        batch_size_of(batch))
+            del batch  # see _predict
+            return PolicyOutput(actions, batched, self.policy.spec, {"queue": 0.0, **timings})
+        finally:
+            self._model.release()
+
     def _run(self, warmup: bool) -> None:
         if warmup:
-            self.warmup_ms = warm_up(self.policy, self.max_batch)
+            with self._model:
+                self.warmup_ms = warm_up(self.policy, self.max_batch)
         self._ready.set()
         while True:
             first = self._queue.get()
@@ -281,7 +319,8 @@ class InferenceEngine:
         """Run `first` and what can be batched with it; whether the stop sentinel was taken."""
         requests, stop = self._gather(first)
         try:
-            _process(self.policy, self.chunk_size, requests)
+            with self._model:
+                _process(self.policy, self.chunk_size, requests)
         except Exception as exc:  # a bug here must not kill the worker and hang everyone
             log.exception("inference engine error")
             for request in requests:
@@ -354,7 +393,13 @@ class InferenceEngine:
         self._worker.join(max(deadline - time.monotonic(), 0))
         self._fail_leftovers()
         if not self._worker.is_alive():
-            self.policy.close()
+            # A run_here caller may still be in the model; it finds the engine closed after.
+            if self._model.acquire(timeout=max(deadline - time.monotonic(), 0)):
+                self.policy.close()
+                self._model.release()
+            else:
+                log.warning("a request on its caller's thread still runs the policy after "
+                            "%.1f s; leaving the policy open", timeout)
             return
         with self._lock:  # from here on the worker fails what it takes (see _take)
             self._abandoned = True

@@ -24,16 +24,20 @@ class ObservationError(ValueError):
     """The observation cannot be given to the policy; the message says which field and why."""
 
 
-def _check_array(name: str, value: Any) -> np.ndarray | None:
-    if value is None:
-        return None
+_FIELD_SET = frozenset(_FIELDS)
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _check_array(name: str, value: Any) -> np.ndarray:
+    """`value` (not None) as the numeric array a policy takes: float arrays as finite float32."""
     if not isinstance(value, np.ndarray):
         raise ObservationError(f"MetaObs.{name} must be a numpy array or None, "
                                f"got {type(value).__name__}")
-    if value.dtype.kind not in "biuf":
+    kind = value.dtype.kind
+    if kind not in "biuf":
         raise ObservationError(f"MetaObs.{name} must be numeric, got dtype {value.dtype}")
-    if value.dtype.kind == "f":
-        if value.dtype != np.float32:
+    if kind == "f":
+        if value.dtype != _FLOAT32:
             with np.errstate(over="ignore"):  # out-of-range values become inf, refused below
                 value = value.astype(np.float32)
         if not np.isfinite(value).all():
@@ -54,37 +58,44 @@ def is_batched(obs: MetaObs) -> bool:
 def as_batch(obs: Any) -> tuple[MetaObs, bool]:
     """Validate `obs` and return (batched copy, whether the original was batched).
 
-    The copy shares array memory with `obs` where no cast is needed.
+    The copy shares array memory with `obs` where no cast is needed. Every request passes
+    here, so it reads the instance dict once (a field missing from an older client's pickle
+    is the class default: None for arrays) and builds the copy without dataclass __init__.
     """
     if type(obs) is not MetaObs:
         raise ObservationError(f"expected a benchmark.base.MetaObs, got {type(obs).__name__}")
-    extra = set(vars(obs)) - set(_FIELDS)
-    if extra:
-        raise ObservationError(f"MetaObs has unknown fields {sorted(extra)}")
+    fields = vars(obs)
+    if not fields.keys() <= _FIELD_SET:
+        raise ObservationError(f"MetaObs has unknown fields {sorted(fields.keys() - _FIELD_SET)}")
     batched = is_batched(obs)
-    arrays: dict[str, np.ndarray | None] = {}
+    values: dict[str, Any] = dict.fromkeys(ARRAY_FIELDS)
     batch_size = None
     for name in ARRAY_FIELDS:
-        value = _check_array(name, getattr(obs, name, None))
-        if value is not None:
-            want = UNBATCHED_NDIM[name] + (1 if batched else 0)
-            if value.ndim != want:
-                form = "batched" if batched else "unbatched"
-                raise ObservationError(f"MetaObs.{name} has shape {value.shape}; a {form} "
-                                       f"observation needs {want} dimensions")
-            if not batched:
-                value = value[None]
-            if batch_size is None:
-                batch_size = value.shape[0]
-            elif value.shape[0] != batch_size:
-                raise ObservationError(f"MetaObs.{name} has batch size {value.shape[0]}, "
-                                       f"other fields have {batch_size}")
-        arrays[name] = value
-    raw_lang = getattr(obs, "raw_lang", "")
+        value = fields.get(name)
+        if value is None:
+            continue
+        value = _check_array(name, value)
+        want = UNBATCHED_NDIM[name] + batched
+        if value.ndim != want:
+            form = "batched" if batched else "unbatched"
+            raise ObservationError(f"MetaObs.{name} has shape {value.shape}; a {form} "
+                                   f"observation needs {want} dimensions")
+        if not batched:
+            value = value[None]
+        if batch_size is None:
+            batch_size = value.shape[0]
+        elif value.shape[0] != batch_size:
+            raise ObservationError(f"MetaObs.{name} has batch size {value.shape[0]}, "
+                                   f"other fields have {batch_size}")
+        values[name] = value
+    raw_lang = fields.get("raw_lang", "")
     if not isinstance(raw_lang, (str, list, tuple, np.ndarray)):
         raise ObservationError(f"MetaObs.raw_lang must be a string, got {type(raw_lang).__name__}")
-    timestep = getattr(obs, "timestep", -1)
-    return MetaObs(**arrays, raw_lang=raw_lang, timestep=timestep), batched
+    values["raw_lang"] = raw_lang
+    values["timestep"] = fields.get("timestep", -1)
+    batch = object.__new__(MetaObs)  # as unpickling makes one: all fields set, checked above
+    batch.__dict__ = values
+    return batch, batched
 
 
 def batch_size_of(batch: MetaObs) -> int:

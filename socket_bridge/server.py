@@ -1,9 +1,9 @@
 """The TCP policy server: many clients, one shared inference backend, limits everywhere.
 
 Each connection gets a thread that reads a frame, decodes it safely, hands the observation to the
-backend (the inference engine) and writes the reply. A peer can cost us at most one frame of
-`max_frame_bytes`, one connection slot, and the configured timeouts; whatever it sends, the other
-clients keep being served.
+backend (the inference engine), or runs it itself when the engine is idle (`run_here`), and
+writes the reply. A peer can cost us at most one frame of `max_frame_bytes`, one connection
+slot, and the configured timeouts; whatever it sends, the other clients keep being served.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import select
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge import auth
 from socket_bridge.framing import (
     DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
     FrameError,
     FrameReader,
     FrameTimeout,
@@ -34,6 +36,7 @@ from socket_bridge.framing import (
     write_frame,
 )
 from socket_bridge.protocol import EMPTY_REPLY, ProtocolError, decode_request
+from socket_bridge.reply_deadlines import ReplyDeadlines
 from socket_bridge.reply_encoder import ReplyEncoder
 from socket_bridge.safe_unpickle import UnsafePickleError
 from socket_bridge.wire_types import MetaObs
@@ -42,9 +45,15 @@ log = logging.getLogger("policy_server_ros.socket_server")
 
 
 class InferenceBackend(Protocol):
-    """What the server needs from the engine: a thread-safe submit returning a Future."""
+    """What the server needs from the engine: a thread-safe submit returning a Future. A backend
+    may also offer `run_here(obs) -> PolicyOutput | None` (InferenceEngine does): run on the
+    calling thread when idle, None when not."""
 
     def submit(self, obs: MetaObs) -> Future[PolicyOutput]: ...
+
+
+class _AnsweredAtDeadline(Exception):
+    """The watchdog answered [] at the inference timeout; the late result has nobody to go to."""
 
 
 @dataclass
@@ -97,6 +106,8 @@ class PolicySocketServer:
         self._numbers = itertools.count(1)
         self._stopped = threading.Event()
         self._encoder = ReplyEncoder()
+        self._backend_run_here = getattr(backend, "run_here", None)
+        self._deadlines: ReplyDeadlines | None = None  # for requests run here, with a timeout
         self.requests_served = 0
 
     @property
@@ -127,6 +138,8 @@ class PolicySocketServer:
             raise OSError(exc.errno, f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror} "
                           f"(is another server running? choose another --port)") from exc
         self._address = tuple(self._listener.getsockname()[:2])
+        if self._backend_run_here is not None and cfg.inference_timeout > 0:
+            self._deadlines = ReplyDeadlines(cfg.inference_timeout, self._answer_at_deadline)
         if cfg.auth_token is None and not auth.is_loopback(cfg.host):
             log.warning("Listening on %s:%d without authentication: anyone who can reach this "
                         "port can use the policy. Set %s or --auth_token_file, or bind to "
@@ -157,6 +170,8 @@ class PolicySocketServer:
             thread.join(timeout)
         if self._accept_thread is not None:
             self._accept_thread.join(timeout)
+        if self._deadlines is not None:
+            self._deadlines.close(timeout)
         log.info("Policy Server stopped (%d requests served)", self.requests_served)
 
     def __enter__(self) -> PolicySocketServer:
@@ -224,10 +239,11 @@ class PolicySocketServer:
                                 number, addr, type(exc).__name__, exc)
                     break
                 del payload
-                reply = self._infer(obs, addr, number)
+                reply = self._infer(obs, conn, addr, number)
                 del obs  # its images may be views of the reader's buffer: let it be reused
-                conn.settimeout(_or_none(self.config.send_timeout))
-                write_frame(conn, reply)
+                if reply is not None:  # None: answered [] at the deadline already
+                    conn.settimeout(_or_none(self.config.send_timeout))
+                    write_frame(conn, reply)
                 served += 1
                 with self._lock:
                     self.requests_served += 1
@@ -273,18 +289,24 @@ class PolicySocketServer:
                 log.warning("Client #%d %s: %s", number, addr, exc)
         return None
 
-    def _infer(self, obs: MetaObs, addr: Any, number: int) -> bytes | bytearray:
-        """Run one request through the backend; any failure becomes the empty reply `[]`."""
+    def _infer(self, obs: MetaObs, conn: socket.socket, addr: Any,
+               number: int) -> bytes | bytearray | None:
+        """Run one request through the backend; any failure becomes the empty reply `[]`.
+        None: the request was answered [] at its deadline while it ran (see _run_here)."""
         future: Future | None = None
         try:
-            future = self.backend.submit(obs)
-            output = future.result(timeout=_or_none(self.config.inference_timeout))
+            output = self._run_here(obs, conn, addr, number)
+            if output is None:
+                future = self.backend.submit(obs)
+                output = future.result(timeout=_or_none(self.config.inference_timeout))
             return self._encoder.encode(output)
+        except _AnsweredAtDeadline:
+            log.info("Client #%d %s: the request answered [] at the inference timeout finished; "
+                     "its late result is dropped", number, addr)
+            return None
         except concurrent.futures.TimeoutError:
             future.cancel()
-            log.error("Client #%d %s: inference took longer than %.1f s "
-                      "(--inference_timeout); replying []",
-                      number, addr, self.config.inference_timeout)
+            self._log_timeout(addr, number)
         except (ValueError, ProtocolError) as exc:  # bad observation: the client's mistake
             log.warning("Client #%d %s: bad observation: %s; replying []", number, addr, exc)
         except (EngineBusy, EngineClosed) as exc:  # refused, not failed: no traceback
@@ -299,6 +321,47 @@ class PolicySocketServer:
             else:
                 log.exception("Client #%d %s: inference failed; replying []", number, addr)
         return EMPTY_REPLY
+
+    def _run_here(self, obs: MetaObs, conn: socket.socket, addr: Any,
+                  number: int) -> PolicyOutput | None:
+        """The backend's run_here (None: it has none, or it is busy), under the inference
+        timeout: past it, the watchdog answers [] and this raises _AnsweredAtDeadline."""
+        if self._backend_run_here is None:
+            return None
+        if self._deadlines is None:
+            return self._backend_run_here(obs)
+        self._deadlines.arm(number, (conn, addr, number))
+        try:
+            output = self._backend_run_here(obs)
+        except Exception:
+            if self._deadlines.disarm(number):
+                raise
+            raise _AnsweredAtDeadline from None
+        if not self._deadlines.disarm(number):
+            raise _AnsweredAtDeadline
+        return output
+
+    def _answer_at_deadline(self, item: tuple[socket.socket, Any, int]) -> None:
+        """The watchdog's answer to a request still running past the inference timeout: [],
+        sent only if it fits the socket at once (the connection's thread is busy in the policy,
+        so nobody waits for a slow reader here); otherwise the connection is shut down."""
+        conn, addr, number = item
+        self._log_timeout(addr, number)
+        frame = HEADER.pack(len(EMPTY_REPLY)) + EMPTY_REPLY
+        try:
+            poller = select.poll()
+            poller.register(conn, select.POLLOUT)
+            if not poller.poll(0) or conn.send(frame, socket.MSG_DONTWAIT) != len(frame):
+                raise OSError("the client does not read its replies")
+        except (OSError, ValueError) as exc:
+            log.warning("Client #%d %s: cannot send [] (%s); closing connection", number, addr,
+                        exc)
+            with contextlib.suppress(OSError):  # its thread closes the socket once it returns
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def _log_timeout(self, addr: Any, number: int) -> None:
+        log.error("Client #%d %s: inference took longer than %.1f s (--inference_timeout); "
+                  "replying []", number, addr, self.config.inference_timeout)
 
 
 def _hang_up(sock: socket.socket) -> None:

@@ -34,12 +34,14 @@ class _Recording(Policy):
         self.active = 0
         self.max_active = 0
         self.lock = threading.Lock()
+        self.delay = 0.0  # seconds each call stays inside the model
 
     def forward(self, batch: MetaObs) -> np.ndarray:
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
         if "fail" in _rows(batch.raw_lang):
             self.active -= 1
             raise RuntimeError("bad request")
@@ -349,3 +351,84 @@ def test_close_twice_and_from_two_threads_is_harmless() -> None:
     engine.close()
     assert not any(t.is_alive() for t in threads)
     assert future.result(0).actions.shape[-1] == 2  # queued before close: finished, not failed
+
+
+# --- run_here: a request run on its caller's thread when the engine is idle --------------------
+
+def test_run_here_runs_on_the_calling_thread_when_the_engine_is_idle() -> None:
+    policy = _Recording()
+    with InferenceEngine(policy, warmup=False) as engine:
+        output = engine.run_here(MetaObs(state=np.full(2, 7.0)))
+        assert output is not None and not output.batched
+        np.testing.assert_array_equal(output.actions, np.full((1, 4, 2), 7.0, np.float32))
+        assert set(output.timings_ms) >= {"queue", "preprocess", "forward", "postprocess"}
+        with pytest.raises(ObservationError, match="state"):  # as a Future would fail
+            engine.run_here(MetaObs(state=np.ones((2, 2, 2))))
+    assert policy.threads == {threading.current_thread().name}
+    with pytest.raises(EngineClosed):
+        engine.run_here(MetaObs(state=np.ones(2)))
+
+
+class _Accelerated(_Recording):
+    device = type("Device", (), {"type": "cuda"})()  # what a torch policy on a GPU reports
+
+
+def test_run_here_declines_a_busy_engine_a_batching_window_and_an_accelerator() -> None:
+    obs = MetaObs(state=np.ones(1))
+    gated = _Gated()
+    with InferenceEngine(gated, warmup=False) as engine:
+        running = engine.submit(obs)
+        assert gated.entered.wait(5)
+        assert engine.run_here(obs) is None  # the worker holds the model
+        gated.release.set()
+        running.result(5)
+        assert engine.run_here(obs) is not None
+    with InferenceEngine(_Recording(), max_wait_ms=5, warmup=False) as engine:
+        assert engine.run_here(MetaObs(state=np.ones(2))) is None
+    accelerated = _Accelerated()
+    assert accelerated.worker_thread_only and not _Recording().worker_thread_only
+    with InferenceEngine(accelerated, warmup=False) as engine:
+        assert engine.run_here(MetaObs(state=np.ones(2))) is None
+        assert engine.submit(MetaObs(state=np.ones(2))).result(5).actions.shape == (1, 4, 2)
+    assert accelerated.threads == {"inference-engine"}
+
+
+def test_callers_running_here_and_the_worker_never_call_the_model_at_once() -> None:
+    policy = _Recording()
+    policy.delay = 0.001  # callers overlap: some find the engine busy and submit
+    results: dict[float, np.ndarray] = {}
+
+    def client(first: int) -> None:
+        for i in range(first, first + 30):
+            obs = MetaObs(state=np.full(2, float(i)))
+            output = engine.run_here(obs) or engine.submit(obs).result(10)
+            results[float(i)] = output.actions
+
+    with InferenceEngine(policy, warmup=False) as engine:
+        threads = [threading.Thread(target=client, args=(100 * k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert len(results) == 180 and policy.max_active == 1
+    assert len(policy.threads) > 1  # both ways were taken
+    for value, actions in results.items():
+        assert np.all(actions == value)
+
+
+def test_close_waits_for_a_request_running_here_before_closing_the_policy() -> None:
+    gated = _Gated()
+    closed_while_running: list[bool] = []
+    gated.close = lambda: closed_while_running.append(not gated.release.is_set())
+    engine = InferenceEngine(gated, warmup=False)
+    caller = threading.Thread(target=engine.run_here, args=(MetaObs(state=np.ones(1)),))
+    caller.start()
+    assert gated.entered.wait(5)
+    closer = threading.Thread(target=engine.close, kwargs={"timeout": 10})
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and closed_while_running == []  # waits for the model
+    gated.release.set()
+    caller.join(5)
+    closer.join(5)
+    assert closed_while_running == [False]

@@ -220,8 +220,15 @@ class _Faulty(Policy):
         return np.ones((len(langs), 3, 2), np.float32)
 
 
-def test_a_hanging_policy_gives_a_timed_out_reply_and_a_log_line(caplog) -> None:
-    policy = _Faulty()
+class _FaultyOnTheWorker(_Faulty):
+    worker_thread_only = True  # as a policy on a GPU: never run on a connection's thread
+
+
+@pytest.mark.parametrize("policy_class", [_Faulty, _FaultyOnTheWorker],
+                         ids=["run on the connection thread", "run on the engine worker"])
+def test_a_hanging_policy_gives_a_timed_out_reply_and_a_log_line(policy_class, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    policy = policy_class()
     with running_server(policy, inference_timeout=0.5) as server, \
             PolicyClient(*server.address) as client:
         start = time.monotonic()
@@ -229,7 +236,11 @@ def test_a_hanging_policy_gives_a_timed_out_reply_and_a_log_line(caplog) -> None
         assert 0.4 < time.monotonic() - start < 3
         policy.release.set()  # the policy comes back: service resumes
         assert wait_until(lambda: len(client.send_meta_obs(MetaObs(state=np.zeros(2)))) == 3, 5)
-    assert "inference took longer than 0.5 s (--inference_timeout); replying []" in caplog.text
+    assert caplog.text.count("inference took longer than 0.5 s (--inference_timeout); "
+                             "replying []") == 1
+    if policy_class is _Faulty:  # its own thread ran it; the watchdog answered []
+        assert "the request answered [] at the inference timeout finished; its late result " \
+               "is dropped" in caplog.text
 
 
 def test_a_client_vanishing_mid_inference_causes_no_error_storm(caplog) -> None:
@@ -307,9 +318,12 @@ def test_soak_every_reply_answers_its_own_request(small_act_path: Path) -> None:
 
 class _Holding(Policy):
     """Holds an observation whose state[0] is 1 until released, then reports whether its image
-    changed meanwhile (the server decodes images as views of its receive buffer)."""
+    changed meanwhile (the server decodes images as views of its receive buffer). It runs on the
+    engine's worker, so that the connection reads its next frame while the request is held
+    (run on the connection's own thread, the next frame would wait for it)."""
 
     spec = ActionSpec(action_dim=2, chunk_size=3)
+    worker_thread_only = True
 
     def __init__(self) -> None:
         self.release, self.entered = threading.Event(), threading.Event()

@@ -91,6 +91,31 @@ class _Exploding(Policy):
         return np.ones((len(batch.state), 3, 2), np.float32)
 
 
+class _WhereItRuns(Policy):
+    """Records the thread of each call; `device` as a torch policy's (a GPU's or the CPU's)."""
+
+    spec = ActionSpec(action_dim=2, chunk_size=3)
+
+    def __init__(self, device_type: str) -> None:
+        self.device = type("Device", (), {"type": device_type})()
+        self.threads: list[str] = []
+
+    def forward(self, batch: MetaObs) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        return np.ones((len(batch.state), 3, 2), np.float32)
+
+
+@pytest.mark.parametrize(("device_type", "thread"),
+                         [("cpu", "socket-client-"), ("cuda", "inference-engine")])
+def test_an_idle_engine_runs_a_cpu_policy_on_the_connections_thread(device_type: str,
+                                                                    thread: str) -> None:
+    policy = _WhereItRuns(device_type)
+    with running_server(policy) as server, PolicyClient(*server.address) as client:
+        for _ in range(3):
+            assert len(client.send_meta_obs(MetaObs(state=np.zeros(2)))) == 3
+    assert len(policy.threads) == 3 and all(t.startswith(thread) for t in policy.threads)
+
+
 def test_policy_exception_gives_that_client_empty_reply_only(caplog) -> None:
     with running_server(_Exploding()) as server, \
             PolicyClient(*server.address) as bad, PolicyClient(*server.address) as good:

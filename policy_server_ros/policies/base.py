@@ -72,8 +72,8 @@ class Policy(ABC):
 
     The engine calls `preprocess`, `forward` and `postprocess` in turn (timing each) on a batched
     MetaObs (state (B, D) float32, image (B, K, C, H, W) uint8, ...); `postprocess` returns
-    actions of shape (B, spec.chunk_size, spec.action_dim). All calls come from the engine's one
-    worker thread, so implementations need no locking.
+    actions of shape (B, spec.chunk_size, spec.action_dim). The engine never makes two calls at
+    once, so implementations need no locking.
     """
 
     spec: ActionSpec
@@ -85,6 +85,15 @@ class Policy(ABC):
     action_period: float | None = None
     # (name, size) of the state vector the policy reads, when it says (checked at start-up).
     state_feature: tuple[str, int] | None = None
+
+    @property
+    def worker_thread_only(self) -> bool:
+        """Whether only the engine's worker thread may run this policy. A policy on a torch
+        accelerator (its `device` not the CPU) stays there: its cuBLAS/cuDNN handles, streams and
+        warm-up belong to that thread. Others may also run on the thread of a request that
+        finds the engine idle (InferenceEngine.run_here), never two calls at once."""
+        device = getattr(self, "device", None)
+        return getattr(device, "type", "cpu") != "cpu"
 
     def preprocess(self, batch: MetaObs) -> Any:
         return batch
