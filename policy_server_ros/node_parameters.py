@@ -88,7 +88,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("max_batch", 8, "most observations per forward pass (ROS and socket requests together)",
        min=1, max=1024),
     _p("max_wait_ms", 0.0, "how long a batch waits for more requests (ms); 0 batches only what "
-       "is already queued", min=0.0, max=10000.0),
+       "is already queued, and lets a socket request that finds the engine idle run on its "
+       "connection's thread", min=0.0, max=10000.0),
     # Where the policy runs (engine_backends.py).
     _p("backend", "local", "inference engine: local (this process) or ray (a Ray Serve "
        "deployment; needs the [ray] extra)", choices=("local", "ray")),

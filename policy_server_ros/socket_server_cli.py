@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: %(default)s)")
     runtime.add_argument("--max_wait_ms", type=_number(float, 0, 10000), default=0.0,
                          help="how long a batch waits for more requests; 0 batches only what "
-                              "is already queued (default: %(default)s)")
+                              "is already queued, and lets a request that finds the engine "
+                              "idle run on its connection's thread (default: %(default)s)")
     runtime.add_argument("--warmup_image_size", type=_image_size, default=(480, 640),
                          metavar="HxW", help="image size of the warm-up pass (default: 480x640)")
     backend = parser.add_argument_group("where the policy runs (the ray backend needs the [ray] "

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_harness import run_clients, server_argv, start_process, write_result  # noqa: E402
 
-from policy_server_ros.engine import InferenceEngine, run_batch  # noqa: E402
+from policy_server_ros.engine import InferenceEngine  # noqa: E402
 from policy_server_ros.policies import load_policy  # noqa: E402
 from policy_server_ros.policies.base import ActionSpec, PolicyOutput  # noqa: E402
 from socket_bridge.client import PolicyClient  # noqa: E402
@@ -104,7 +104,7 @@ def serve_profiled() -> None:
     from policy_server_ros.policies import load_policy  # noqa: PLC0415
     from socket_bridge import server as srv  # noqa: PLC0415
 
-    stages: dict[str, list[float]] = {"decode": [], "engine (submit to reply bytes)": [],
+    stages: dict[str, list[float]] = {"decode": [], "engine (policy to reply bytes)": [],
                                       "send reply": [], "after the frame is in": []}
     clock = time.perf_counter
     read_request, infer = srv.PolicySocketServer._read_request, srv.PolicySocketServer._infer
@@ -127,7 +127,7 @@ def serve_profiled() -> None:
         stages["after the frame is in"].append(clock() - frame_in[0])
 
     srv.PolicySocketServer._read_request = timed_read
-    srv.PolicySocketServer._infer = lambda self, *a: timed("engine (submit to reply bytes)",
+    srv.PolicySocketServer._infer = lambda self, *a: timed("engine (policy to reply bytes)",
                                                            infer, self, *a)
     srv.decode_request = lambda *a, **k: timed("decode", decode, *a, **k)
     srv.write_frame = timed_write
@@ -278,8 +278,9 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
     decoding the request (checked pure-Python decoder, which a changing timestep used to get,
     vs the fast path), decoding the server's reply (checked vs the C unpickler's fast path vs
     the reply template), PolicyClient's pickling (array data copied vs sent from the array vs
-    its request template), and handing the request to the engine's worker (submit + result vs
-    running it inline, which the server does not do: the worker owns the model)."""
+    its request template), and running the request in the engine (handed to its worker:
+    submit + result, vs on the calling thread: run_here, which the server uses when the engine
+    is idle)."""
     policy = load_policy("builtin:zero")
     engine = InferenceEngine(policy, max_batch=8)
     engine.wait_ready()
@@ -304,7 +305,7 @@ def decode_steps(keys: list[tuple[int, int, bool]], count: int) -> list[dict]:
             "pickling, direct": lambda o=obs: dump_chunks(o),
             "pickling, template": _Cycle(encoder.encode, requests(key)),
             "engine, worker": lambda o=obs: engine.submit(o).result(10),
-            "engine, inline": lambda o=obs: run_batch(policy, engine.chunk_size, [o])[0].result(),
+            "engine, run here": lambda o=obs: engine.run_here(o),
         }
         times: dict[str, list[float]] = {name: [] for name in steps}
         for step in steps.values():
