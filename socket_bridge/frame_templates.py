@@ -6,8 +6,9 @@ same MetaObs, with other array bytes and another timestep. Once a skeleton is le
 `learn_template` works out where each hole's bytes end up, and the template builds the next
 matching frame's value from its holes directly:
 
-* a reply (~5,000 opcodes for 100 small arrays, ~0.3 ms in the C unpickler): one gather of the
-  hole bytes into one array, a view per action, a copy of each entry's other fields;
+* a reply (~5,000 opcodes for 100 small arrays, ~0.3 ms in the C unpickler): the hole bytes
+  gathered into one array (a few strided blocks: strided_rows), a view per action, a copy of
+  each entry's other fields;
 * a request: the MetaObs's fields, each array from its hole, and its timestep read from its
   hole. With `alias` (the server, whose frame buffers are never reused while a view of them
   lives: FrameReader), arrays of ALIAS_MIN_BYTES or more are views of the frame instead of
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from socket_bridge.strided_rows import Run, gather, runs_of
 from socket_bridge.wire_types import MetaAction, MetaObs
 
 _SCALARS = (str, bool, int, float, type(None))
@@ -47,23 +49,25 @@ _MARKER = np.dtype("<u4")
 # is cheaper than a view's bookkeeping, and keeps them aligned).
 ALIAS_MIN_BYTES = 64 << 10
 # Replies with more array bytes than this are not rebuilt (a 100-step reply has 5.6 kB, a batch
-# of 8 45 kB): a hostile frame must not make us build a huge gather index.
+# of 8 45 kB): a hostile frame must not make us allocate much per reply.
 MAX_GATHER_BYTES = 1 << 20
 
 
 class ReplyTemplate:
     """The entries of a learned reply, each with the field its array goes into."""
 
-    def __init__(self, gather: np.ndarray, dtype: np.dtype, shape: tuple[int, ...],
+    def __init__(self, runs: list[Run], dtype: np.dtype, shape: tuple[int, ...],
                  entries: list[tuple[type, dict, str]], batch: int) -> None:
-        self.gather = gather  # frame positions of the arrays' bytes, array after array
+        self.runs = runs  # where the arrays' bytes are in the frame, array after array
         self.dtype, self.shape = dtype, shape
+        self.width = dtype.itemsize * int(np.prod(shape))
         self.entries = entries  # (type, fields with a placeholder for the array, its key)
         self.batch = batch  # 0: a list of wire-type objects; B: a list of (B,) object arrays
 
     def rebuild(self, frame: np.ndarray, alias: bool = False) -> list:
         del alias  # the gather copies: replies are small
-        arrays = list(frame[self.gather].view(self.dtype).reshape(-1, *self.shape))
+        arrays = list(gather(frame, self.runs, self.width).view(self.dtype)
+                      .reshape(-1, *self.shape))
         new = object.__new__
         items = []
         for (kind, fields, key), array in zip(self.entries, arrays, strict=True):
@@ -143,14 +147,15 @@ def _reply_template(holes: list[tuple[int, int]], value: list) -> ReplyTemplate 
         return None
     entries, arrays, batch = found
     if sum(end - start for start, end in holes) > MAX_GATHER_BYTES:
-        return None  # its gather index (8 bytes per byte) would outweigh the gain
+        return None  # a hostile frame must not make us allocate much per reply
     order = [_hole_of(array, holes) for array in arrays]
     first = arrays[0] if arrays else None
     if (first is None or sorted(order) != list(range(len(holes)))
-            or any((a.dtype, a.shape) != (first.dtype, first.shape) for a in arrays)):
+            or any((a.dtype, a.shape) != (first.dtype, first.shape) for a in arrays)
+            or any(end - start != first.nbytes for start, end in holes)):
         return None
-    gather = np.concatenate([np.arange(*holes[number]) for number in order])
-    return ReplyTemplate(gather, first.dtype, first.shape, entries, batch)
+    return ReplyTemplate(runs_of([holes[number][0] for number in order]), first.dtype,
+                         first.shape, entries, batch)
 
 
 def _request_template(holes: list[tuple[int, int]], marked: bytearray, value: Any,

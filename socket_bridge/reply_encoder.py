@@ -4,11 +4,10 @@ Pickling a reply of 100 MetaActions object by object costs ~170 us, more than th
 request. For a given (batch size, steps, action dim, ActionSpec) every reply pickles to the same
 bytes except for the raw float32 data of the actions, and the pickler writes that data verbatim.
 So the first reply of each shape is pickled with unique marker values, the byte offset of each
-action row is found, and later replies copy their actions into a copy of that template. The rows
-sit at a constant stride, which changes only where the pickler's memo indices grow a byte, so the
-copy is one strided assignment per run of equal strides (two or three per reply). The result is
-byte-for-byte what `dumps(reply_from_output(output))` gives (test_reply_encoder.py checks exactly
-that); shapes whose markers are not unique fall back to it.
+action row is found, and later replies copy their actions into a copy of that template, a few
+strided blocks at a time (strided_rows). The result is byte-for-byte what
+`dumps(reply_from_output(output))` gives (test_reply_encoder.py checks exactly that); shapes whose
+markers are not unique fall back to it.
 """
 
 from __future__ import annotations
@@ -20,11 +19,10 @@ import numpy as np
 from policy_server_ros.policies.base import PolicyOutput
 from socket_bridge.portable_pickle import dumps
 from socket_bridge.protocol import reply_from_output
+from socket_bridge.strided_rows import Run, runs_of, scatter
 
 _TemplateKey = tuple[bool, tuple[int, ...], object]
-# (byte offset of the run's first row, stride between its rows, its first row, its row count)
-_Run = tuple[int, int, int, int]
-_Template = tuple[bytes, list[_Run]]
+_Template = tuple[bytes, list[Run]]
 
 
 # Larger replies (huge batches) are pickled directly: building their template would cost more
@@ -55,27 +53,10 @@ class ReplyEncoder:
         return _patch(*template, actions)
 
 
-def _patch(data: bytes, runs: list[_Run], actions: np.ndarray) -> bytearray:
+def _patch(data: bytes, runs: list[Run], actions: np.ndarray) -> bytearray:
     buffer = bytearray(data)
-    rows = actions.view(np.uint8).reshape(-1, 4 * actions.shape[-1])
-    for offset, stride, first, count in runs:
-        np.ndarray((count, rows.shape[1]), np.uint8, buffer, offset,
-                   (stride, 1))[...] = rows[first:first + count]
+    scatter(buffer, runs, actions.view(np.uint8).reshape(-1, 4 * actions.shape[-1]))
     return buffer
-
-
-def _runs(offsets: list[int]) -> list[_Run]:
-    """Row offsets as runs of equal stride."""
-    runs: list[_Run] = []
-    first = 0
-    while first < len(offsets):
-        last = first + 1  # the run is offsets[first:last]
-        stride = offsets[last] - offsets[first] if last < len(offsets) else 0
-        while last < len(offsets) and offsets[last] - offsets[last - 1] == stride:
-            last += 1
-        runs.append((offsets[first], stride, first, last - first))
-        first = last
-    return runs
 
 
 def _random_actions(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -109,7 +90,7 @@ def _build_template(output: PolicyOutput, shape: tuple[int, ...]) -> _Template |
             offsets.append(position)
             position += row_bytes
         else:
-            runs = _runs(offsets)
+            runs = runs_of(offsets)
             check = _random_actions(shape, seed + 100)
             if _patch(data, runs, check) == reference(check):
                 return data, runs

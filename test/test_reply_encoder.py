@@ -48,15 +48,6 @@ def test_huge_replies_fall_back_to_the_pickler(monkeypatch) -> None:
     assert encoder._templates == {(False, (1, 20, 2), output.spec): None}
 
 
-@pytest.mark.parametrize("offsets", [[5], [5, 9], [0, 10, 20, 35, 50, 65, 66], [3, 8, 13, 20]])
-def test_row_offsets_become_runs_of_equal_stride(offsets: list[int]) -> None:
-    runs = reply_encoder._runs(offsets)
-    rebuilt = [offset + stride * i for offset, stride, first, count in runs for i in range(count)]
-    firsts = [first for _, _, first, _ in runs]
-    assert rebuilt == offsets and firsts == sorted(firsts) and firsts[0] == 0
-    assert all(count >= 1 for *_, count in runs)
-
-
 def test_a_hundred_step_reply_is_patched_in_a_few_runs() -> None:
     encoder = ReplyEncoder()
     output = PolicyOutput(actions=np.ones((1, 100, 14), np.float32), batched=True,
