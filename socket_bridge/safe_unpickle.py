@@ -544,19 +544,20 @@ def safe_loads(data: bytes | bytearray | memoryview, *, allow_wire_types: bool =
     `alias=True` lets large arrays of such a rebuilt value be views of `data` (when it is
     writable) instead of copies: only for a caller that does not reuse `data` while they live.
     """
-    reader = _ViewReader(data)
-    budget = decode_budget(reader.size) if budget is None else budget
+    view = memoryview(data).cast("B")
+    budget = decode_budget(view.nbytes) if budget is None else budget
     cache = _SKELETONS[allow_wire_types]
     resolver = _FAST_RESOLVERS[allow_wire_types]
     if fast_path:
-        frame = np.frombuffer(reader.view, np.uint8)
+        frame = np.frombuffer(view, np.uint8)
         skeleton = cache.find(frame, budget)
         if skeleton is not None:
             template = skeleton.template
             if template is None:
-                return c_loads(reader, resolver)
+                return c_loads(_ViewReader(view), resolver)
             cache.rebuilt += 1
-            return template.rebuild(frame, alias and not reader.view.readonly)
+            return template.rebuild(frame, alias and not view.readonly)
+    reader = _ViewReader(view)
     unpickler = _RestrictedUnpickler(reader, allow_wire_types, budget)
     result = unpickler.load()
     if fast_path and cache.wants(reader.size):
