@@ -105,14 +105,17 @@ class _WhereItRuns(Policy):
         return np.ones((len(batch.state), 3, 2), np.float32)
 
 
-@pytest.mark.parametrize(("device_type", "thread"),
-                         [("cpu", "socket-client-"), ("cuda", "inference-engine")])
-def test_an_idle_engine_runs_a_cpu_policy_on_the_connections_thread(device_type: str,
-                                                                    thread: str) -> None:
+@pytest.mark.parametrize(("device_type", "inference_timeout", "thread"),
+                         [("cpu", 60.0, "socket-client-"), ("cpu", 0.0, "socket-client-"),
+                          ("cuda", 60.0, "inference-engine")])
+def test_an_idle_engine_runs_a_cpu_policy_on_the_connections_thread(
+        device_type: str, inference_timeout: float, thread: str) -> None:
     policy = _WhereItRuns(device_type)
-    with running_server(policy) as server, PolicyClient(*server.address) as client:
+    with running_server(policy, inference_timeout=inference_timeout) as server, \
+            PolicyClient(*server.address) as client:
         for _ in range(3):
             assert len(client.send_meta_obs(MetaObs(state=np.zeros(2)))) == 3
+        assert (server._deadlines is None) == (inference_timeout == 0)  # no timeout, no watch
     assert len(policy.threads) == 3 and all(t.startswith(thread) for t in policy.threads)
 
 
