@@ -12,6 +12,9 @@ the next timestep, as both send it: np.array([[t]]) and the int t):
     request and answers with as many bytes as this server's reply to it, without decoding
     anything. (The earlier floor echoed the whole ~0.9 MB request back, which doubled its work
     and flattered the ratio.)
+  * checks only: the floor's I/O plus only the work no safe server can skip (the safe decode,
+    as_batch's checks, the reply's encoding; no engine, timeouts or bookkeeping): what is left
+    of the server's distance to the floor when everything else is gone;
   * server: start_policy_server.py -m builtin:zero (separate process), sent the client's
     `pickle.dumps(obs, protocol=P)` bytes;
   * baseline (with --baseline REV): the same server from a checkout of REV, same interpreter;
@@ -69,13 +72,44 @@ def serve_floor() -> None:
     """Child-process mode: the floor. A connection's first frame is the 4-byte size of the
     reply to send for each later request; each request is read (not decoded) into one reused
     buffer and answered with a reply of that size, prepared once."""
+    def answer(size: int) -> Callable[[memoryview], bytes]:
+        reply = struct.pack(">I", size) + bytes(size)
+        return lambda payload: reply
+
+    _serve_raw("floor", answer)
+
+
+def serve_checks_only() -> None:
+    """Child-process mode: the floor's I/O plus only the work no safe server can skip: the
+    request decoded by the safe decoder (fast path, images aliased), checked and batched by
+    as_batch, and builtin:zero's reply encoded, with no engine, timeouts or bookkeeping. The
+    server's distance to it is what the server adds; its distance to the floor, the checks."""
+    from policy_server_ros.observation import as_batch, batch_size_of  # noqa: PLC0415
+    from socket_bridge.framing import HEADER  # noqa: PLC0415
+    from socket_bridge.protocol import decode_request  # noqa: PLC0415
+
+    encoder, spec = ReplyEncoder(), ActionSpec(14, 100)
+
+    def checked(payload: memoryview) -> bytes:
+        batch, batched = as_batch(decode_request(payload, alias=True))
+        actions = np.zeros((batch_size_of(batch), spec.chunk_size, spec.action_dim), np.float32)
+        reply = encoder.encode(PolicyOutput(actions, batched, spec))
+        return HEADER.pack(len(reply)) + reply
+
+    _serve_raw("checks-only", lambda size: checked)
+
+
+def _serve_raw(name: str, answerer: Callable[[int], Callable[[memoryview], bytes]]) -> None:
+    """A raw server: blocking reads into one reused buffer per connection. A connection's
+    first frame is the 4-byte size of the floor's reply, given to `answerer`, which returns
+    the function that answers each later request (its whole frame, header included)."""
     listener = socket.create_server(("127.0.0.1", 0))
-    print(f"floor server on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    print(f"{name} server on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
 
     def handle(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buffer = memoryview(bytearray(64 << 20))
-        reply = None
+        answer = None
         try:
             while True:
                 header = conn.recv(4, socket.MSG_WAITALL)
@@ -85,11 +119,10 @@ def serve_floor() -> None:
                 got = 0
                 while got < length:
                     got += conn.recv_into(buffer[got:length])
-                if reply is None:  # the set-up frame
-                    (size,) = struct.unpack(">I", buffer[:4])
-                    reply = struct.pack(">I", size) + bytes(size)
+                if answer is None:  # the set-up frame
+                    answer = answerer(struct.unpack(">I", buffer[:4])[0])
                     continue
-                conn.sendall(reply)
+                conn.sendall(answer(buffer[:length]))
         finally:
             conn.close()
 
@@ -226,13 +259,16 @@ class Case:
         self.reply_bytes = _raw_exchange(server, payloads[0])
         floor = _connect(ports["floor"])
         write_frame(floor, struct.pack(">I", self.reply_bytes))
+        checks = _connect(ports["checks only"])
+        write_frame(checks, struct.pack(">I", self.reply_bytes))
         client = PolicyClient("127.0.0.1", ports["server"])
         client.connect()
         raw_client = _connect(ports["server"])
-        self.sockets = [server, floor, raw_client]
+        self.sockets = [server, floor, checks, raw_client]
         self.client = client
         self.modes: dict[str, Callable[[], object]] = {
             "floor": _Cycle(lambda p: _raw_exchange(floor, p), payloads),
+            "checks only": _Cycle(lambda p: _raw_exchange(checks, p), payloads),
             "server": _Cycle(lambda p: _raw_exchange(server, p), payloads),
             "raw client": _Cycle(lambda p: _raw_exchange(raw_client, p), portables),
             "PolicyClient": _Cycle(client.send_meta_obs, observations),
@@ -393,10 +429,14 @@ def main() -> int:
                              "the servers on another)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_socket.json")
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-checks-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-profiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
         serve_floor()
+        return 0
+    if args.serve_checks_only:
+        serve_checks_only()
         return 0
     if args.serve_profiled:
         serve_profiled()
@@ -418,9 +458,12 @@ def main() -> int:
         floor, floor_port = start_process([sys.executable, __file__, "--serve-floor"],
                                           r"floor server on .*:(\d+)", server_cpus)
         procs.append(floor)
+        checks, checks_port = start_process([sys.executable, __file__, "--serve-checks-only"],
+                                            r"checks-only server on .*:(\d+)", server_cpus)
+        procs.append(checks)
         server, port = start_process(server_argv("-m", "builtin:zero"), cpus=server_cpus)
         procs.append(server)
-        ports = {"floor": floor_port, "server": port}
+        ports = {"floor": floor_port, "checks only": checks_port, "server": port}
         if args.baseline:
             base, ports["baseline"] = start_process(baseline_server(args.baseline, workdir),
                                                     cpus=server_cpus)
@@ -451,6 +494,7 @@ def main() -> int:
                **{mode: stats(times) for mode, times in case.times.items()}}
         p50 = {mode: row[mode]["p50_ms"] for mode in case.modes}
         row["server_over_floor"] = p50["server"] / p50["floor"]
+        row["checks_only_over_floor"] = p50["checks only"] / p50["floor"]
         row["client_over_raw_client"] = p50["PolicyClient"] / p50["raw client"]
         if args.baseline:
             row["baseline_over_floor"] = p50["baseline server"] / p50["floor"]
@@ -468,14 +512,18 @@ def main() -> int:
     }
     modes = list(cases[0].modes)
     print(f"p50 ms per mode ({args.requests} round trips each, {args.rounds} interleaved rounds)")
-    header = f"{'case':<36}{'req kB':>7}{'rep kB':>7}" + "".join(f"{m:>14}" for m in modes)
-    header += f"{'srv/floor':>10}{'cli/raw':>9}" + (f"{'base/floor':>11}" if args.baseline else "")
+    widths = {m: max(14, len(m) + 2) for m in modes}
+    header = f"{'case':<36}{'req kB':>7}{'rep kB':>7}" + "".join(f"{m:>{widths[m]}}"
+                                                                  for m in modes)
+    header += f"{'srv/floor':>10}{'chk/floor':>10}{'cli/raw':>9}"
+    header += f"{'base/floor':>11}" if args.baseline else ""
     print(header)
     for row in rows:
         line = f"{row['case']:<36}{row['request_bytes'] / 1e3:>7.0f}" \
                f"{row['reply_bytes'] / 1e3:>7.1f}"
-        line += "".join(f"{row[m]['p50_ms']:>14.3f}" for m in modes)
-        line += f"{row['server_over_floor']:>10.2f}{row['client_over_raw_client']:>9.2f}"
+        line += "".join(f"{row[m]['p50_ms']:>{widths[m]}.3f}" for m in modes)
+        line += f"{row['server_over_floor']:>10.2f}{row['checks_only_over_floor']:>10.2f}" \
+                f"{row['client_over_raw_client']:>9.2f}"
         if args.baseline:
             line += f"{row['baseline_over_floor']:>11.2f}"
         print(line)
